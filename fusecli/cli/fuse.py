@@ -1,0 +1,48 @@
+"""``fusecli fuse``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..inference import fuse_files, resolve_device
+from ..models import create_model
+from ._console import err, reporting_errors
+
+
+def fuse(
+    inputs: list[Path] = typer.Argument(..., help="Source images in the model's order: for IR-visible models "
+                                        "INFRARED VISIBLE (medical: the functional scan, then MRI).",
+                                        show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="Output image; the extension picks the format "
+                                "(.png, .jpg, .tif, .bmp). Never overwrites an input.", show_default=False),
+    model: str = typer.Option("auif", "--model", "-m", help="Model name (see `fusecli models`)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder: "
+                                           "fusecli's own or the authors' official files. Default: the "
+                                           "model's shipped weights.", show_default=False),
+    weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "
+                                "(ignored with --checkpoint)."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image). Use it "
+                             "for large images or when the GPU runs out of memory."),
+    overlap: int = typer.Option(32, "--overlap", help="Overlap of neighbouring tiles, blended linearly."),
+    gray: bool = typer.Option(False, "--gray", help="Write a gray image even if a source is in colour."),
+    bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: PNG and TIFF only)."),
+    fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule, if it has one "
+                                      "(AUIF: sum, average, l1).", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+) -> None:
+    """Fuse one set of aligned source images into one image.
+
+    A colour visible image keeps its colour: its luminance (BT.601 Y) is fused and its chroma is put
+    back. Gray sources give a gray output.
+    """
+    with reporting_errors():
+        dev = resolve_device(device)
+        net = create_model(model, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
+        result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap)
+    if not quiet:
+        kind = "colour" if result.channels == 3 else "gray"
+        err.print(f"wrote {result.output} ({result.width}x{result.height} {kind}, {bit_depth}-bit) with "
+                  f"{model} on {dev} in {result.seconds:.2f} s; weights: {net.weights_info}", highlight=False)

@@ -1,0 +1,335 @@
+"""Reading and writing images: the one image I/O module of fusecli.
+
+Inference, training and the metrics all go through these functions, so every part of fusecli sees
+the same pixels.
+
+Tensor contract:
+    Images are ``torch.float32`` tensors of shape ``(B, C, H, W)`` with values in ``[0, 1]``,
+    channels in RGB order; ``C`` is 1 for greyscale and 3 for colour. 8-bit files are scaled by
+    ``1 / 255`` and 16-bit files by ``1 / 65535``: 16-bit data (thermal, medical) is never
+    truncated to 8 bits.
+
+Formats:
+    PNG (8/16-bit), JPEG (8-bit), BMP (8-bit) and TIFF (8/16-bit) with 1, 2 (grey + alpha),
+    3 (RGB) or 4 (RGBA) channels. Alpha is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from fusecli.errors import ImageReadError, ImageWriteError, ShapeError
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "list_images", "quantize", "read_image", "write_image"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File extensions (lower case) that fusecli reads and writes."""
+
+_WRITE_BIT_DEPTHS = {
+    ".png": (8, 16),
+    ".jpg": (8,),
+    ".jpeg": (8,),
+    ".bmp": (8,),
+    ".tif": (8, 16),
+    ".tiff": (8, 16),
+}
+_MAX_VALUE = {8: 255, 16: 65535}
+_DTYPE = {8: np.uint8, 16: np.uint16}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`read_image` found on disk.
+
+    Attributes:
+        path: The file that was read.
+        bit_depth: Bits per sample in the file: 8 or 16.
+        channels: Channels of the returned tensor: 1 (grey) or 3 (RGB).
+        stored_channels: Channels as decoded: 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
+            OpenCV decodes a grey + alpha PNG as 4 channels.
+        is_gray: True when the file has one colour channel, or is RGB/RGBA with R == G == B
+            at every pixel (such images are returned with 1 channel).
+        height: Image height in pixels.
+        width: Image width in pixels.
+    """
+
+    path: Path
+    bit_depth: int
+    channels: int
+    stored_channels: int
+    is_gray: bool
+    height: int
+    width: int
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, ImageInfo]:
+    """Read an image file into a float tensor.
+
+    The file is decoded with OpenCV (which handles non-ASCII paths here because the bytes are read
+    by NumPy); if OpenCV cannot decode it, ``imageio`` is tried before giving up.
+
+    Args:
+        path: A PNG, JPEG, BMP or TIFF file with 8-bit or 16-bit unsigned integer samples.
+
+    Returns:
+        ``(image, info)``: ``image`` is a ``(1, C, H, W)`` float32 tensor with values in
+        ``[0, 1]`` (8-bit samples divided by 255, 16-bit samples by 65535), RGB channel order,
+        ``C = 1`` for grey (including grey stored as RGB) and ``C = 3`` for colour; alpha is
+        dropped. ``info`` describes the file (see :class:`ImageInfo`).
+
+    Raises:
+        ImageReadError: The file is missing, a directory, empty, not a decodable image, has zero
+            size, an unsupported sample type (anything but uint8/uint16) or channel count.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"cannot read image '{path}': the file does not exist; check the path")
+    if path.is_dir():
+        raise ImageReadError(f"cannot read image '{path}': it is a folder; pass an image file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"cannot read image '{path}': the file is empty (0 bytes); replace it")
+
+    array, is_bgr = _decode(path)
+    if array.size == 0:
+        raise ImageReadError(f"cannot read image '{path}': the image has zero size; replace it")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageReadError(
+            f"cannot read image '{path}': unsupported sample type {array.dtype}; "
+            "convert it to an 8-bit or 16-bit integer PNG or TIFF"
+        )
+    bit_depth = 8 if array.dtype == np.uint8 else 16
+
+    stored_channels = 1 if array.ndim == 2 else array.shape[2]
+    if array.ndim not in (2, 3) or stored_channels not in (1, 2, 3, 4):
+        raise ImageReadError(
+            f"cannot read image '{path}': unsupported layout {array.shape} "
+            "(expected 1 to 4 channels); convert it to a grey or RGB image"
+        )
+    if array.ndim == 3 and stored_channels <= 2:  # grey, or grey + alpha
+        array = array[:, :, 0]
+    elif array.ndim == 3:  # colour, alpha dropped
+        array = array[:, :, 2::-1] if is_bgr else array[:, :, :3]
+
+    is_gray = array.ndim == 2 or bool(
+        np.array_equal(array[:, :, 0], array[:, :, 1])
+        and np.array_equal(array[:, :, 0], array[:, :, 2])
+    )
+    if array.ndim == 3 and is_gray:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
+
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+    chw /= np.float32(_MAX_VALUE[bit_depth])
+    image = torch.from_numpy(chw).unsqueeze(0)
+    info = ImageInfo(
+        path=path,
+        bit_depth=bit_depth,
+        channels=image.shape[1],
+        stored_channels=stored_channels,
+        is_gray=is_gray,
+        height=image.shape[2],
+        width=image.shape[3],
+    )
+    return image, info
+
+
+def _decode(path: Path) -> tuple[np.ndarray, bool]:
+    """Decode ``path`` with OpenCV, else imageio; return the array and whether it is BGR(A)."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as error:
+        raise ImageReadError(
+            f"cannot read image '{path}': {error.strerror or error}; check the file's permissions"
+        ) from error
+    try:
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        array = None
+    if array is not None:
+        return array, True
+    try:
+        return np.asarray(iio.imread(path, index=0)), False
+    except Exception as error:  # imageio raises many types for undecodable data
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(
+            f"cannot read image '{path}': not a decodable image ({reason}); "
+            "use a PNG, JPEG, BMP or TIFF file"
+        ) from error
+
+
+def quantize(image: torch.Tensor | np.ndarray, bit_depth: int = 8) -> np.ndarray:
+    """Convert a float image in ``[0, 1]`` to integer samples, as :func:`write_image` stores them.
+
+    Each value becomes ``rint(clip(x, 0, 1) * 255)`` (``* 65535`` for 16 bits), rounding halves to
+    even.
+
+    Args:
+        image: A float tensor or array of shape ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)`` with
+            values in ``[0, 1]``, ``C`` in {1, 3}, RGB channel order. Values outside are clipped.
+        bit_depth: 8 (uint8 result) or 16 (uint16 result).
+
+    Returns:
+        A uint8/uint16 array of shape ``(H, W)`` for grey or ``(H, W, 3)`` (RGB) for colour.
+
+    Raises:
+        ShapeError: The shape is not one of the above.
+        ValueError: ``bit_depth`` is not 8 or 16.
+    """
+    if bit_depth not in _MAX_VALUE:
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    array = np.asarray(image, dtype=np.float64)
+    shape = array.shape
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3 and array.shape[0] in (1, 3):
+        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    elif array.ndim != 2:
+        raise ShapeError(
+            f"expected an image of shape (1, C, H, W), (C, H, W) or (H, W) with C in {{1, 3}}, "
+            f"got shape {shape}"
+        )
+    scaled = np.rint(np.clip(array, 0.0, 1.0) * _MAX_VALUE[bit_depth])
+    return scaled.astype(_DTYPE[bit_depth])
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    image: torch.Tensor | np.ndarray,
+    *,
+    bit_depth: int = 8,
+    protect: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write a float image to disk, atomically.
+
+    The format follows the extension. The image is encoded in memory, written to a hidden
+    temporary file in the target folder, synced, then renamed onto ``path``; a failed write
+    leaves any existing ``path`` untouched and no temporary file behind. Missing parent folders
+    are created.
+
+    Args:
+        path: Output file ending in .png, .jpg, .jpeg, .bmp, .tif or .tiff (any case).
+        image: Float tensor or array of shape ``(1, C, H, W)``, ``(C, H, W)`` or ``(H, W)``, values
+            in ``[0, 1]`` (clipped), ``C`` in {1, 3}, RGB channel order. See :func:`quantize`.
+        bit_depth: 8 or 16 bits per sample. JPEG and BMP are 8-bit only.
+        protect: Paths that must not be overwritten (the inputs); writing onto one of them, or
+            onto another name of the same file, is refused.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ImageWriteError: Unknown extension, bit depth the format cannot store, ``path`` is a
+            protected input, or the folder/file cannot be written.
+        ShapeError: ``image`` has an unsupported shape.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    if extension not in _WRITE_BIT_DEPTHS:
+        raise ImageWriteError(
+            f"cannot write '{path}': unknown image extension {path.suffix!r}; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if bit_depth not in _WRITE_BIT_DEPTHS[extension]:
+        if bit_depth in _MAX_VALUE:
+            raise ImageWriteError(
+                f"cannot write '{path}': {extension[1:].upper()} stores 8-bit images only; "
+                "use .png or .tif for 16-bit output"
+            )
+        raise ImageWriteError(
+            f"cannot write '{path}': bit depth must be 8 or 16, got {bit_depth!r}"
+        )
+    if any(_same_file(path, Path(other)) for other in protect):
+        raise ImageWriteError(
+            f"refusing to write '{path}': it is one of the input images; choose another output path"
+        )
+
+    samples = quantize(image, bit_depth)
+    if samples.ndim == 3:
+        samples = np.ascontiguousarray(samples[:, :, ::-1])  # RGB -> BGR for OpenCV
+    try:
+        ok, encoded = cv2.imencode(extension, samples)
+    except cv2.error:
+        ok, encoded = False, None
+    if not ok:
+        raise ImageWriteError(
+            f"cannot write '{path}': OpenCV failed to encode the image as {extension}"
+        )
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(path, encoded.tobytes())
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ImageWriteError(
+            f"cannot write '{path}': {reason}; choose a writable output folder"
+        ) from error
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name the same file: same resolved path, or same inode."""
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it onto ``path``.
+
+    The temporary file is opened with mode 0o666 (less the umask), so the result has the same
+    permissions as any newly created file; ``tempfile`` would make it private (0o600).
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """List the image files directly inside ``folder``.
+
+    Files are matched by extension (case-insensitive, see :data:`IMAGE_EXTENSIONS`); hidden files
+    (names starting with ``.``, such as macOS ``._name.png`` metadata files) are skipped.
+
+    Args:
+        folder: The folder to list (not searched recursively).
+
+    Returns:
+        The image paths, sorted by file name.
+
+    Raises:
+        ImageReadError: ``folder`` does not exist or is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageReadError(
+            f"cannot list images in '{folder}': it is not an existing folder; check the path"
+        )
+    images = [
+        entry
+        for entry in folder.iterdir()
+        if entry.suffix.lower() in IMAGE_EXTENSIONS
+        and not entry.name.startswith(".")
+        and entry.is_file()
+    ]
+    return sorted(images, key=lambda entry: entry.name)

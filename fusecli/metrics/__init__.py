@@ -1,0 +1,177 @@
+"""Image-fusion quality metrics and their registry.
+
+Metrics are small pure functions (in the style of piq / kornia) on gray images on the **0–255
+scale**, batched in torch: a fused image or batch ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``
+in, a ``(B,)`` ``float64`` tensor out. Each is registered with a :class:`MetricSpec` saying what
+it needs and whether higher is better; :func:`evaluate` runs several at once.
+
+Example::
+
+    from fusecli.metrics import evaluate_arrays
+    evaluate_arrays(fused_u8, [ir_u8, vis_u8], names=["EN", "SF"], convention="vifb")
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ShapeError, UnknownNameError
+from ._checks import CONVENTIONS, as_gray_255, as_sources_255, check_convention
+
+__all__ = [
+    "CONVENTIONS",
+    "MetricSpec",
+    "as_gray_255",
+    "evaluate",
+    "evaluate_arrays",
+    "get_metric",
+    "list_metrics",
+    "register",
+]
+
+NEEDS: tuple[str, ...] = ("fused", "sources", "reference")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What the registry knows about one metric.
+
+    ``fn`` is called as ``fn(fused)`` (``needs="fused"``), ``fn(fused, sources)``
+    (``needs="sources"``: the fused image and the list of source images) or
+    ``fn(fused, reference)`` (``needs="reference"``: a ground-truth image), plus
+    ``convention=...`` when ``fn`` accepts it.
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    higher_is_better: bool
+    needs: str  # "fused" | "sources" (fused + the source images) | "reference"
+    description: str
+    reference: str  # paper / toolbox
+
+    @property
+    def takes_convention(self) -> bool:
+        """Whether ``fn`` has a ``convention`` keyword."""
+        return "convention" in inspect.signature(self.fn).parameters
+
+
+_REGISTRY: dict[str, MetricSpec] = {}  # lower-cased name -> spec, in registration order
+
+
+def register(
+    name: str, *, higher_is_better: bool, needs: str, description: str, reference: str
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Decorator that registers a metric function under ``name`` and returns it unchanged."""
+    if needs not in NEEDS:
+        raise ValueError(f"needs must be one of {NEEDS}, got {needs!r}")
+
+    def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        key = name.lower()
+        if key in _REGISTRY:
+            raise ValueError(f"metric {name!r} is already registered")
+        _REGISTRY[key] = MetricSpec(name, fn, higher_is_better, needs, description, reference)
+        return fn
+
+    return deco
+
+
+def list_metrics() -> list[str]:
+    """Names of the registered metrics, in registration order."""
+    return [spec.name for spec in _REGISTRY.values()]
+
+
+def get_metric(name: str) -> MetricSpec:
+    """The :class:`MetricSpec` of ``name`` (case-insensitive).
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message suggests a close match).
+    """
+    spec = _REGISTRY.get(str(name).lower())
+    if spec is None:
+        raise UnknownNameError("metric", str(name), list_metrics())
+    return spec
+
+
+def evaluate(
+    fused: Any,
+    sources: Sequence[Any] | None = None,
+    names: str | Iterable[str] | None = None,
+    convention: str = "cddfuse",
+    reference: Any = None,
+) -> dict[str, torch.Tensor]:
+    """Compute several metrics on a fused image or batch.
+
+    Args:
+        fused: ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``, torch or numpy, gray on 0–255.
+        sources: the source images (e.g. ``[ir, vis]``), each ``(H, W)``/``(1, H, W)`` (shared
+            by the whole batch) or ``(B, 1, H, W)``; needed by ``needs="sources"`` metrics.
+        names: a metric name, a list of names (case-insensitive), or ``None`` for every
+            registered metric whose inputs were given.
+        convention: ``"cddfuse"``, ``"matlab"`` or ``"vifb"``; passed to the metrics that
+            take one, ignored by the others.
+        reference: a ground-truth image, shaped like ``fused``; needed by
+            ``needs="reference"`` metrics.
+
+    Returns:
+        ``{metric name: (B,) float64 tensor}`` in the order asked, on ``fused``'s device.
+
+    Raises:
+        UnknownNameError: an unknown metric name or convention.
+        ShapeError: inputs of a wrong or mismatched shape.
+        ConfigError: a metric asked for by name needs sources / a reference that were not given.
+    """
+    conv = check_convention(convention)
+    if isinstance(names, str):
+        names = [names]
+    if names is None:
+        given = {"fused", *(["sources"] if sources is not None else []),
+                 *(["reference"] if reference is not None else [])}
+        specs = [s for s in _REGISTRY.values() if s.needs in given]
+    else:
+        specs = [get_metric(n) for n in names]
+
+    x = as_gray_255(fused, "fused")
+    srcs = ref = None
+    for spec in specs:
+        if spec.needs == "sources" and sources is None:
+            raise ConfigError(f"metric {spec.name} needs the source images; pass sources=[...].")
+        if spec.needs == "reference" and reference is None:
+            raise ConfigError(f"metric {spec.name} needs a reference image; pass reference=...")
+    if sources is not None and any(s.needs == "sources" for s in specs):
+        srcs = as_sources_255(sources, x)
+    if reference is not None and any(s.needs == "reference" for s in specs):
+        ref = as_sources_255([reference], x)[0]
+
+    out: dict[str, torch.Tensor] = {}
+    for spec in specs:
+        kw = {"convention": conv} if spec.takes_convention else {}
+        if spec.needs == "fused":
+            out[spec.name] = spec.fn(x, **kw)
+        elif spec.needs == "sources":
+            out[spec.name] = spec.fn(x, srcs, **kw)
+        else:
+            out[spec.name] = spec.fn(x, ref, **kw)
+    return out
+
+
+def evaluate_arrays(
+    fused: np.ndarray,
+    sources: list[np.ndarray] | None = None,
+    names: str | Iterable[str] | None = None,
+    convention: str = "cddfuse",
+) -> dict[str, float]:
+    """:func:`evaluate` for one numpy image: ``fused`` ``(H, W)`` on 0–255 (e.g. ``uint8``),
+    ``sources`` a list of ``(H, W)`` arrays. Returns ``{metric name: float}``."""
+    x = as_gray_255(fused, "fused")
+    if x.shape[0] != 1:
+        raise ShapeError(f"evaluate_arrays takes one image, got a batch of {x.shape[0]}; use evaluate.")
+    return {k: float(v[0]) for k, v in evaluate(x, sources, names, convention).items()}
+
+
+from . import basic  # noqa: E402,F401  (registers EN, SD, SF, AG)

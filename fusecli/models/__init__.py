@@ -1,0 +1,178 @@
+"""The model registry: name -> implementation, config, official-checkpoint converter, default weights.
+
+Every model module registers itself here with one :func:`register_model` call at import time; the
+modules are imported explicitly at the bottom of this file (no filesystem scanning), so
+``grep register_model`` finds every model.
+
+Models share one calling convention: ``model(*sources)`` with each source a (B, 1, H, W) float32
+tensor in [0, 1] in the order ``model.inputs`` names (e.g. ``("ir", "vis")``), returning the fused
+(B, 1, H, W) tensor in [0, 1]. ``model.min_size`` is the smallest height/width it accepts,
+``model.pad_multiple`` the multiple H and W are padded to, and ``model.receptive_radius`` (when
+finite) the context one output pixel depends on, which makes tiling exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, UnknownNameError
+from ._weights import Card, find_card, load_state_dict
+
+__all__ = ["ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model", "Card"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about one model.
+
+    Attributes:
+        name: registry name (``fusecli fuse --model NAME``).
+        cls: the ``nn.Module`` class; built as ``cls(config)``.
+        config_cls: its frozen config dataclass.
+        tasks: fusion tasks it is meant for (``"ir-vis"``, ``"medical"``, ...).
+        paper: short citation of the source paper.
+        convert_official: maps an official checkpoint's state dict onto ``cls``'s keys.
+        default_weights: name of the card in ``weights/`` used when no checkpoint is given.
+        official_hint: how the official checkpoint is laid out (shown when loading fails).
+    """
+
+    name: str
+    cls: type[nn.Module]
+    config_cls: type
+    tasks: tuple[str, ...]
+    paper: str
+    convert_official: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+    default_weights: str | None = None
+    official_hint: str = ""
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _MODELS:
+        raise ValueError(f"model {entry.name!r} registered twice")
+    _MODELS[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (case-insensitive). Raises UnknownNameError."""
+    entry = _MODELS.get(name.lower())
+    if entry is None:
+        raise UnknownNameError("model", name, _MODELS)
+    return entry
+
+
+def list_models() -> list[ModelEntry]:
+    return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def model_summary(entry: ModelEntry) -> dict[str, Any]:
+    """Name, tasks, parameter count (of the default config), default weights and paper of a model."""
+    n_params = sum(p.numel() for p in entry.cls(entry.config_cls()).parameters())
+    return {"name": entry.name, "tasks": entry.tasks, "parameters": n_params,
+            "default_weights": entry.default_weights, "paper": entry.paper}
+
+
+def build_config(entry: ModelEntry, values: dict[str, Any] | None = None, **overrides: Any):
+    """``entry.config_cls`` from a dict (e.g. a card's ``config``) plus overrides; unknown keys are errors."""
+    merged = {**(values or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in dataclasses.fields(entry.config_cls)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ConfigError(f"{entry.name} has no config option(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(sorted(known))}")
+    return entry.config_cls(**merged)
+
+
+def create_model(
+    name: str,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | None = "default",
+    device: str | torch.device = "cpu",
+    **config_overrides: Any,
+) -> nn.Module:
+    """Build a registered model in eval mode, with weights.
+
+    Args:
+        name: registry name, e.g. ``"auif"``.
+        checkpoint: a checkpoint file or folder: fusecli's own (``.safetensors`` / ``.pt``) or the
+            authors' official file(s); takes precedence over ``weights``.
+        weights: name of a card in ``weights/`` (``"default"``: the model's default card; ``None``:
+            random initialisation, for training).
+        device: where to put the model.
+        **config_overrides: config fields to change (e.g. ``fusion="l1"``); ``None`` values ignored.
+
+    Returns:
+        The model, on ``device``, in eval mode, with attribute ``weights_info`` (a short string
+        naming the weights and their sha256) for manifests and logs.
+
+    Raises:
+        UnknownNameError, CheckpointError, ConfigError.
+    """
+    entry = get_entry(name)
+    card: Card | None = None
+    if checkpoint is None and weights is not None:
+        card_name = entry.default_weights if weights == "default" else weights
+        if card_name is None:
+            raise CheckpointError(f"model {entry.name!r} ships no default weights; pass --checkpoint")
+        card = find_card(card_name)
+        if card.model != entry.name:
+            raise CheckpointError(f"weights card {card.name!r} is for model {card.model!r}, not {entry.name!r}")
+    config = build_config(entry, card.config if card else None, **config_overrides)
+    model = entry.cls(config)
+    if checkpoint is not None:
+        state, info = load_state_dict(checkpoint)
+        _load_into(model, entry, entry.convert_official(state), source=str(checkpoint))
+        model.weights_info = info
+    elif card is not None:
+        state = card.load_state_dict()
+        _load_into(model, entry, state, source=str(card.path))
+        model.weights_info = f"{card.name} (sha256 {card.sha256[:12]})"
+    else:
+        model.weights_info = "random initialisation"
+    return model.to(device).eval()
+
+
+def _load_into(model: nn.Module, entry: ModelEntry, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with an error that lists the missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
+             for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+                parts.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+        hint = f" {entry.official_hint}" if entry.official_hint else ""
+        raise CheckpointError(f"checkpoint {source} does not fit model {entry.name!r}: {'; '.join(parts)}.{hint}")
+    model.load_state_dict(state, strict=True)
+
+
+# --- the models ---------------------------------------------------------------------------------
+from . import auif as _auif  # noqa: E402
+
+register_model(ModelEntry(
+    name="auif",
+    cls=_auif.AUIF,
+    config_cls=_auif.AUIFConfig,
+    tasks=("ir-vis", "medical"),
+    paper="Zhao et al., Efficient and Model-Based IR-VIS Fusion via Algorithm Unrolling, TCSVT 2021",
+    convert_official=_auif.convert_official,
+    default_weights="auif.roadscene",
+    official_hint="The official AUIF checkpoint is three files (TCSVT_Encoder_Base.model, "
+                  "TCSVT_Encoder_Detail.model, TCSVT_Decoder.model): pass the folder that holds them.",
+))
+

@@ -1,0 +1,257 @@
+"""AUIF: algorithm-unrolling image fusion (Zhao et al., IEEE TCSVT 2021).
+
+Paper: Z. Zhao, S. Xu, J. Zhang, C. Liang, C. Zhang, J. Liu, "Efficient and Model-Based Infrared and
+Visible Image Fusion via Algorithm Unrolling", IEEE TCSVT 32(3), 2022, doi:10.1109/TCSVT.2021.3075745.
+Official code: github.com/Zhaozixiang1228/IVIF-AUIF-Net @ 8f54650 (weights: three legacy pickles).
+
+What is unrolled
+----------------
+Each source image I is split into a base (low-frequency) and a detail (high-frequency) part by two
+encoders. Each encoder is 10 unrolled gradient steps on
+
+    min_x  1/2 ||K x||^2 + theta/2 ||I - x||^2            (K: a learned 1->64 3x3 convolution)
+
+whose update is ``x <- x - eta * (act(K^T K x) - theta * (I - x))`` with ``act`` = BatchNorm + PReLU
+(see :class:`Stage`). The base encoder starts from an 11x11 box blur of I, the detail encoder from a
+normalised 19x19 Laplacian of I. At test time the base parts of the two sources are added, the
+detail parts are added, and a small decoder (3x3 conv, BN, sigmoid) maps the sum to the fused image.
+
+Faithfulness
+------------
+The module tree, the reflect borders, the normalised Laplacian and the Sum fusion follow the
+official code, so the official checkpoint reproduces the authors' published fused images (the
+authors write ``round(255 * x)`` as uint8). The official state lives in 1 channel: "C = 64" in the
+paper is only the filter count inside each stage's operator.
+
+Speed
+-----
+``K^T K`` costs 2 x 64 x 9 multiply-adds per pixel when computed as two convolutions. Away from the
+border the two 3x3 convolutions compose into ONE single-channel 5x5 kernel, ``sum_c rot180(k_c) * k_c``
+(25 multiply-adds per pixel). The official code reflects the 64-channel intermediate at the border,
+which a 5x5 kernel on a reflect-padded input does not reproduce on the outermost row and column, so
+those four 1-pixel strips are recomputed with the direct operator on 3-pixel-wide slices (exact).
+``AUIFConfig(operator="direct")`` keeps the original two-convolution path (used by tests as the
+reference). Both paths are differentiable and are used for training as well.
+
+Deviations from the official code
+---------------------------------
+* Parameters are created device-agnostic (the official code calls ``.cuda()`` in ``__init__``).
+* ``forward`` returns tensors only (the official layers return ``eta.item()`` for logging).
+* The box blur and the Laplacian are computed as running sums (``avg_pool2d``) instead of dense
+  11x11 / 19x19 convolutions: same values up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+
+__all__ = ["AUIFConfig", "Stage", "AUIF", "convert_official"]
+
+
+@dataclass(frozen=True)
+class AUIFConfig:
+    """Hyper-parameters of AUIF; the defaults are the published model.
+
+    Attributes:
+        layers: unrolled stages per encoder (paper: 10).
+        filters: filters of each stage's operator K (paper: 64).
+        blur_size: box-blur size that initialises the base encoder (11).
+        laplacian_size: Laplacian size that initialises the detail encoder (19).
+        fusion: test-time fusion rule of the encoded features: ``"sum"`` (the paper's), ``"average"``
+            or ``"l1"`` (weights from the 3x3 mean of |feature|, as the official ``l1_norm`` mode).
+        operator: ``"composed"`` (fast, one 5x5 kernel with exact borders) or ``"direct"``
+            (the two 3x3 convolutions of the official code).
+    """
+
+    layers: int = 10
+    filters: int = 64
+    blur_size: int = 11
+    laplacian_size: int = 19
+    fusion: str = "sum"
+    operator: str = "composed"
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("sum", "average", "l1"):
+            raise ConfigError(f"AUIF fusion must be 'sum', 'average' or 'l1', got {self.fusion!r}")
+        if self.operator not in ("composed", "direct"):
+            raise ConfigError(f"AUIF operator must be 'composed' or 'direct', got {self.operator!r}")
+        if self.layers < 1 or self.filters < 1:
+            raise ConfigError("AUIF needs at least one layer and one filter")
+        if self.blur_size % 2 == 0 or self.laplacian_size % 2 == 0:
+            raise ConfigError("AUIF filter sizes must be odd")
+
+
+def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean filter of ``size x size`` with reflect border (kornia ``BoxBlur``).
+
+    Args:
+        x: (B, C, H, W) tensor; H and W must exceed ``size // 2``.
+    """
+    r = size // 2
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), size, stride=1)
+
+
+def normalized_laplacian(x: torch.Tensor, size: int) -> torch.Tensor:
+    """kornia ``Laplacian(size)`` (normalised, reflect border) of ``x``.
+
+    The kernel is all ones with ``1 - size**2`` at the centre, divided by the sum of its absolute
+    values ``2 * (size**2 - 1)``; applied as ``(box_sum - size**2 * x) / (2 * (size**2 - 1))``.
+
+    Args:
+        x: (B, C, H, W) tensor; H and W must exceed ``size // 2``.
+    """
+    n = size * size
+    box_sum = box_blur(x, size) * n
+    return (box_sum - n * x) / (2 * (n - 1))
+
+
+class Stage(nn.Module):
+    """One unrolled gradient step of AUIF (the official ``BCL`` / ``DCL``; both are this code).
+
+    ``x_next = x - eta * (act(K^T K x) - theta * (img - x))``, where ``K`` is a 1->F 3x3 convolution
+    with reflect padding, ``K^T`` its adjoint (the kernel rotated by 180 degrees, in/out swapped,
+    again with reflect padding), and ``act`` is BatchNorm2d(1) followed by PReLU. ``kernel``,
+    ``eta``, ``theta`` and ``act`` are learned; each stage has its own.
+
+    Args:
+        filters: number of filters of ``K``.
+        operator: ``"composed"`` or ``"direct"`` (see module docstring).
+    """
+
+    def __init__(self, filters: int = 64, operator: str = "composed"):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(filters, 1, 3, 3))
+        self.eta = nn.Parameter(torch.empty(1).normal_(0.1, 0.03))
+        self.theta = nn.Parameter(torch.empty(1).normal_(1e-3, 1e-4))
+        self.rest = nn.Sequential(nn.BatchNorm2d(1), nn.PReLU(1))
+        self.operator = operator
+
+    def _adjoint_kernel(self) -> torch.Tensor:
+        return torch.rot90(self.kernel, 2, [-1, -2]).transpose(0, 1)
+
+    def gram_direct(self, x: torch.Tensor) -> torch.Tensor:
+        """``K^T K x`` exactly as the official code computes it. x: (B, 1, H, W), H, W >= 2."""
+        z = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel)
+        return F.conv2d(F.pad(z, (1, 1, 1, 1), mode="reflect"), self._adjoint_kernel())
+
+    def gram_composed(self, x: torch.Tensor) -> torch.Tensor:
+        """``K^T K x`` with one 5x5 kernel inside and the direct operator on the 1-pixel frame.
+
+        Equal to :meth:`gram_direct` up to float rounding. x: (B, 1, H, W), H, W >= 3.
+        """
+        # Full 2-D convolution of the adjoint kernels with the forward kernels, summed over filters.
+        composed = F.conv2d(F.pad(self._adjoint_kernel(), (2, 2, 2, 2)),
+                            torch.flip(self.kernel, [-1, -2]).transpose(0, 1))
+        y = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), composed)
+        # Row 0 only depends on rows 0..2 (the direct operator reflects them as the full image does).
+        top = self.gram_direct(x[..., :3, :])[..., :1, :]
+        bottom = self.gram_direct(x[..., -3:, :])[..., -1:, :]
+        y = torch.cat([top, y[..., 1:-1, :], bottom], dim=-2)
+        left = self.gram_direct(x[..., :, :3])[..., :, :1]
+        right = self.gram_direct(x[..., :, -3:])[..., :, -1:]
+        return torch.cat([left, y[..., :, 1:-1], right], dim=-1)
+
+    def forward(self, x: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        """One step. x: current estimate, img: the source; both (B, 1, H, W)."""
+        gram = self.gram_composed(x) if self.operator == "composed" else self.gram_direct(x)
+        return x - self.eta * (self.rest(gram) - self.theta * (img - x))
+
+
+class AUIF(nn.Module):
+    """AUIF fusion network: two unrolled encoders, a decoder, and a fusion rule.
+
+    ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
+    luminance) and returns the fused (B, 1, H, W) image in [0, 1].
+    """
+
+    #: roles of the inputs, in order
+    inputs = ("ir", "vis")
+    #: inputs need no padding to a multiple
+    pad_multiple = 1
+
+    def __init__(self, config: AUIFConfig | None = None):
+        super().__init__()
+        self.config = config or AUIFConfig()
+        c = self.config
+        self.base = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
+        self.detail = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
+        self.decoder = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
+        )
+        #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
+        self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context one output pixel depends on (for exact tiling)."""
+        c = self.config
+        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + 1
+
+    def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base and detail features of ``img`` (B, 1, H, W); each (B, 1, H, W)."""
+        base = box_blur(img, self.config.blur_size)
+        for stage in self.base:
+            base = stage(base, img)
+        detail = normalized_laplacian(img, self.config.laplacian_size)
+        for stage in self.detail:
+            detail = stage(detail, img)
+        return base, detail
+
+    def decode(self, base: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
+        return self.decoder(base + detail)
+
+    def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
+        """Auto-encoder pass used for training: decode(encode(img))."""
+        return self.decode(*self.encode(img))
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        # Both sources through the encoders in one batch (BatchNorm is per-sample in eval mode).
+        base, detail = self.encode(torch.cat([ir, vis], dim=0))
+        b = ir.shape[0]
+        return self.decode(self._fuse(base[:b], base[b:]), self._fuse(detail[:b], detail[b:]))
+
+    def _fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        rule = self.config.fusion
+        if rule == "sum":
+            return a + b
+        if rule == "average":
+            return (a + b) / 2
+        # l1: activity = 3x3 mean of |feature| (zero padding, as the official l1_norm mode)
+        act_a = F.avg_pool2d(a.abs(), 3, stride=1, padding=1, count_include_pad=True)
+        act_b = F.avg_pool2d(b.abs(), 3, stride=1, padding=1, count_include_pad=True)
+        w = act_a / (act_a + act_b).clamp_min(1e-12)
+        return w * a + (1 - w) * b
+
+
+def convert_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the official AUIF key layout onto :class:`AUIF`'s.
+
+    The official checkpoint is three files, ``TCSVT_Encoder_Base.model`` (keys ``conv1.{i}.*``),
+    ``TCSVT_Encoder_Detail.model`` (``conv2.{i}.*``) and ``TCSVT_Decoder.model`` (``decoder.*``);
+    merged into one dict they convert with this function. Keys already in fusecli's layout pass
+    through unchanged.
+
+    Raises:
+        CheckpointError: if a key belongs to neither layout.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head == "conv1":
+            out["base." + rest] = value
+        elif head == "conv2":
+            out["detail." + rest] = value
+        elif head in ("base", "detail", "decoder"):
+            out[key] = value
+        else:
+            raise CheckpointError(
+                f"key {key!r} is not an AUIF key (expected conv1.*, conv2.*, decoder.* from the official "
+                "files, or base.*, detail.*, decoder.* from fusecli)"
+            )
+    return out

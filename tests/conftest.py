@@ -1,0 +1,38 @@
+"""Shared test fixtures: paths to the project's samples and to ../shared (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+SHARED = REPO.parent / "shared"
+OFFICIAL_AUIF = SHARED / "checkpoints" / "official" / "auif"
+TNO = SHARED / "datasets" / "tno"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared is absent in this checkout)")
+    return path
+
+
+@pytest.fixture
+def official_auif_dir() -> Path:
+    return _need(OFFICIAL_AUIF)
+
+
+@pytest.fixture
+def tno_dir() -> Path:
+    return _need(TNO)
+
+
+@pytest.fixture(scope="session")
+def official_auif():
+    from fusecli import create_model
+    return create_model("auif", checkpoint=_need(OFFICIAL_AUIF))

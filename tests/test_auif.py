@@ -1,0 +1,146 @@
+"""AUIF: official checkpoint loading, the fast operator against the official two-convolution one,
+shapes, tiling and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fusecli import create_model
+from fusecli.errors import CheckpointError, ShapeError
+from fusecli.inference import fuse_tensors
+from fusecli.io import quantize, read_image
+from fusecli.models._weights import load_state_dict
+from fusecli.models.auif import AUIF, AUIFConfig, Stage, convert_official, normalized_laplacian
+
+
+def _ramp_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    smooth = 0.5 + 0.3 * torch.sin(6 * xx) * torch.cos(4 * yy)
+    return (smooth + 0.15 * torch.rand(h, w, generator=g)).clamp(0, 1)[None, None]
+
+
+def test_official_checkpoint_loads_strict(official_auif_dir):
+    state, _ = load_state_dict(official_auif_dir)
+    assert len(state) == 186  # 2 encoders x 10 layers x 9 tensors + 6 decoder tensors
+    model = AUIF()
+    result = model.load_state_dict(convert_official(state), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_adjoint_kernel_is_the_adjoint_of_the_operator():
+    """<K x, z> == <x, K^T z> for the zero-padded operator and the rot180/transposed kernel."""
+    torch.manual_seed(0)
+    stage = Stage(filters=8)
+    x, z = torch.randn(1, 1, 12, 15), torch.randn(1, 8, 12, 15)
+    kx = F.conv2d(x, stage.kernel, padding=1)
+    ktz = F.conv2d(z, stage._adjoint_kernel(), padding=1)
+    assert torch.allclose((kx * z).sum(), (x * ktz).sum(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (10, 13), (37, 64), (65, 31)])
+def test_composed_operator_equals_direct(shape):
+    """The 5x5 composed kernel with exact border strips computes the official K^T K exactly."""
+    torch.manual_seed(1)
+    stage = Stage()
+    x = torch.rand(2, 1, *shape)
+    direct, composed = stage.gram_direct(x), stage.gram_composed(x)
+    assert torch.allclose(direct, composed, rtol=1e-5, atol=1e-4 * direct.abs().max().item())
+
+
+def test_composed_gradients_equal_direct():
+    torch.manual_seed(2)
+    stage = Stage()
+    x = torch.rand(1, 1, 20, 23)
+    g_direct = torch.autograd.grad(stage.gram_direct(x).square().sum(), stage.kernel)[0]
+    g_comp = torch.autograd.grad(stage.gram_composed(x).square().sum(), stage.kernel)[0]
+    assert torch.allclose(g_direct, g_comp, rtol=1e-4, atol=1e-3 * g_direct.abs().max().item())
+
+
+def test_laplacian_matches_dense_kernel():
+    """The running-sum Laplacian equals kornia's normalised 19x19 kernel applied densely."""
+    x = _ramp_image(40, 50)
+    k = torch.ones(19, 19)
+    k[9, 9] = 1 - 361
+    k = k / k.abs().sum()
+    dense = F.conv2d(F.pad(x, (9, 9, 9, 9), mode="reflect"), k[None, None])
+    assert torch.allclose(normalized_laplacian(x, 19), dense, atol=1e-6)
+
+
+def test_official_fast_path_matches_official_operator(official_auif, tno_dir):
+    """Composed vs direct operator on a real TNO pair, after the authors' round-to-uint8:
+    at most 1 grey level apart, >= 99.9 % of pixels identical."""
+    ir, _ = read_image(tno_dir / "ir" / "05.png")
+    vis, _ = read_image(tno_dir / "vis" / "05.png")
+    direct = create_model("auif", checkpoint=tno_dir.parents[1] / "checkpoints" / "official" / "auif",
+                          operator="direct")
+    with torch.inference_mode():
+        a = quantize(official_auif(ir, vis)).astype(int)
+        b = quantize(direct(ir, vis)).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert (a == b).mean() >= 0.999
+
+
+def test_output_shape_equals_input_for_odd_sizes(official_auif):
+    ir, vis = _ramp_image(257, 311, 0), _ramp_image(257, 311, 1)
+    out = fuse_tensors(official_auif, [ir, vis])
+    assert out.shape == (1, 1, 257, 311)
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+
+
+def test_tiled_equals_untiled(official_auif):
+    ir, vis = _ramp_image(200, 230, 2), _ramp_image(200, 230, 3)
+    whole = fuse_tensors(official_auif, [ir, vis])
+    tiles = fuse_tensors(official_auif, [ir, vis], tile=64, overlap=16)
+    assert (whole - tiles).abs().max().item() < 1 / 255
+
+
+def test_fusion_is_deterministic(official_auif):
+    ir, vis = _ramp_image(90, 120, 4), _ramp_image(90, 120, 5)
+    a = quantize(fuse_tensors(official_auif, [ir, vis]))
+    b = quantize(fuse_tensors(official_auif, [ir, vis]))
+    assert a.tobytes() == b.tobytes()
+
+
+def test_fused_image_takes_from_both_sources(official_auif):
+    """A bright IR target on a dark visible scene must show up in the fused image."""
+    vis = _ramp_image(64, 64, 6) * 0.3
+    ir = torch.full((1, 1, 64, 64), 0.2)
+    ir[..., 24:40, 24:40] = 0.95
+    out = fuse_tensors(official_auif, [ir, vis])
+    assert out[..., 28:36, 28:36].mean() > out[..., :10, :10].mean() + 0.2
+    assert (out - ir).abs().mean() > 0.01  # not just a copy of the IR image
+
+
+def test_too_small_image_is_refused(official_auif):
+    with pytest.raises(ShapeError, match="at least 10x10"):
+        fuse_tensors(official_auif, [torch.rand(1, 1, 9, 30), torch.rand(1, 1, 9, 30)])
+
+
+def test_wrong_checkpoint_names_the_keys(tmp_path):
+    torch.save({"conv1.0.kernel": torch.zeros(32, 1, 3, 3)}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="missing") as info:
+        create_model("auif", checkpoint=tmp_path / "bad.pth")
+    assert "conv1.0.kernel" in str(info.value) or "base.0.kernel" in str(info.value)
+
+
+def test_wrong_shape_is_reported(official_auif_dir, tmp_path):
+    state, _ = load_state_dict(official_auif_dir)
+    state["conv1.0.kernel"] = torch.zeros(32, 1, 3, 3)
+    torch.save(state, tmp_path / "auif.pth")
+    with pytest.raises(CheckpointError, match=r"wrong shape: base.0.kernel \(32, 1, 3, 3\)"):
+        create_model("auif", checkpoint=tmp_path / "auif.pth")
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        create_model("auif", checkpoint=tmp_path / "x.pth")
+
+
+def test_config_is_validated():
+    with pytest.raises(Exception, match="fusion"):
+        AUIFConfig(fusion="max")
