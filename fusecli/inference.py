@@ -22,7 +22,7 @@ from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
 from .io import read_image, write_image
 from .tiling import tiled
 
-__all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "FuseResult"]
+__all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "stretch", "FuseResult"]
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -158,6 +158,19 @@ def fuse_images(
     return merge_luma(fused, None if chroma is None else chroma.to(fused.device))
 
 
+def stretch(image: torch.Tensor, low: float = 0.005, high: float = 0.995) -> torch.Tensor:
+    """Map the ``low``..``high`` quantiles of ``image`` linearly onto [0, 1] (clipping outside).
+
+    For raw thermal frames (14/16-bit counts that fill a small part of the 16-bit range).
+    Args: image (B, C, H, W) in [0, 1]. Returns the same shape; a constant image comes back unchanged.
+    """
+    flat = image.flatten(1).float()
+    qs = torch.quantile(flat, torch.tensor([low, high], device=image.device), dim=1)
+    lo, hi = qs[0].view(-1, 1, 1, 1), qs[1].view(-1, 1, 1, 1)
+    span = hi - lo
+    return torch.where(span > 0, ((image - lo) / span.clamp_min(1e-12)).clamp(0, 1), image)
+
+
 @dataclass(frozen=True)
 class FuseResult:
     """What :func:`fuse_files` did."""
@@ -178,6 +191,7 @@ def fuse_files(
     bit_depth: int = 8,
     tile: int = 0,
     overlap: int = 32,
+    stretch_16bit: bool = False,
 ) -> FuseResult:
     """Read the source images, fuse them, and write the result atomically.
 
@@ -188,6 +202,8 @@ def fuse_files(
         gray: force a gray output.
         bit_depth: 8 or 16 (PNG and TIFF only).
         tile, overlap: see :func:`fuse_tensors`.
+        stretch_16bit: apply :func:`stretch` to 16-bit sources (raw thermal counts); 8-bit
+            sources are used as they are.
 
     Raises:
         ImageReadError, ImageWriteError, ShapeError, DeviceError.
@@ -205,7 +221,8 @@ def fuse_files(
     if len(sizes) > 1:
         listing = ", ".join(f"{Path(p).name} {info.width}x{info.height}" for p, (_, info) in zip(inputs, loaded))
         raise ShapeError(f"input images differ in size ({listing}); register or resize them first")
-    fused = fuse_images(model, [t for t, _ in loaded], gray=gray, tile=tile, overlap=overlap)
+    images = [stretch(t) if stretch_16bit and info.bit_depth == 16 else t for t, info in loaded]
+    fused = fuse_images(model, images, gray=gray, tile=tile, overlap=overlap)
     path = write_image(output, fused.cpu(), bit_depth=bit_depth, protect=inputs)
     _, channels, height, width = fused.shape
     return FuseResult(Path(path), width, height, channels, time.perf_counter() - start)

@@ -11,7 +11,7 @@ import torch
 
 from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import ConfigError, DeviceError, ImageWriteError, ShapeError
-from fusecli.inference import fuse_files, fuse_images, resolve_device
+from fusecli.inference import fuse_files, fuse_images, resolve_device, stretch
 from fusecli.io import read_image
 from fusecli.train.data import load_luma
 
@@ -112,3 +112,16 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA"):
             resolve_device("cuda:0")
+
+
+def test_stretch_16bit_uses_the_full_range_of_raw_thermal(official_auif, tmp_path):
+    ir16, info = read_image(SAMPLES / "ir16.png")
+    assert info.bit_depth == 16 and ir16.max() < 0.25  # 14-bit counts fill a quarter of the range
+    stretched = stretch(ir16)
+    assert stretched.min() == 0 and stretched.max() == 1
+    assert torch.equal(stretch(torch.full((1, 1, 8, 8), 0.3)), torch.full((1, 1, 8, 8), 0.3))
+    plain = fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "a.png")
+    fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "b.png", stretch_16bit=True)
+    a = cv2.imread(str(tmp_path / "a.png"), 0).astype(float)
+    b = cv2.imread(str(tmp_path / "b.png"), 0).astype(float)
+    assert plain.channels == 1 and b.std() > a.std() + 5  # the warm targets stand out

@@ -31,6 +31,8 @@ def fuse(
     bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: PNG and TIFF only)."),
     fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule, if it has one "
                                       "(AUIF: sum, average, l1).", show_default=False),
+    stretch_16bit: bool = typer.Option(False, "--stretch-16bit", help="Stretch the 0.5-99.5 % range of 16-bit "
+                                       "sources (raw 14/16-bit thermal counts) to the full range before fusing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Fuse one set of aligned source images into one image.
@@ -41,7 +43,8 @@ def fuse(
     with reporting_errors():
         dev = resolve_device(device)
         net = create_model(model, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
-        result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap)
+        result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
+                            stretch_16bit=stretch_16bit)
     if not quiet:
         kind = "colour" if result.channels == 3 else "gray"
         err.print(f"wrote {result.output} ({result.width}x{result.height} {kind}, {bit_depth}-bit) with "
