@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--model", default="auif")
     parser.add_argument("--weights", action="append", default=[], help="weights card name(s), e.g. default")
     parser.add_argument("--checkpoint", action="append", default=[], type=Path, help="checkpoint file/folder(s)")
+    parser.add_argument("--fusion", help="override the model's fusion rule (AUIF: sum, average, l1)")
     parser.add_argument("--out", type=Path, default=Path("runs/tno_metrics"))
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
     runs += [(f"checkpoint:{c}", dict(checkpoint=c)) for c in args.checkpoint]
     results = {}
     for i, (label, kwargs) in enumerate(runs):
-        model = create_model(args.model, device="cpu", **kwargs)
+        model = create_model(args.model, device="cpu", fusion=args.fusion, **kwargs)
         results[label] = evaluate_model(model, args.dataset, args.out / f"run{i}")
         results[label]["weights_info"] = model.weights_info
     n = len(list_images(args.dataset / "ir"))

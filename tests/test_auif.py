@@ -146,3 +146,59 @@ def test_not_a_checkpoint(tmp_path):
 def test_config_is_validated():
     with pytest.raises(Exception, match="fusion"):
         AUIFConfig(fusion="max")
+
+
+def test_calibrated_sum_rule_adds_the_decoder_logits():
+    """With calibrate_sum_offset, Sum fusion is exactly logit(ir) + logit(vis) of the decoder."""
+    import dataclasses
+
+    from fusecli.models.auif import calibrate_sum_offset
+
+    torch.manual_seed(3)
+    model = AUIF().double().eval()
+    bn = model.decoder[2]
+    with torch.no_grad():
+        bn.running_mean.fill_(0.7)
+        bn.running_var.fill_(0.4)
+        bn.bias.fill_(-0.3)
+    offset = calibrate_sum_offset(model)
+    assert offset != 0
+    calibrated = AUIF(dataclasses.replace(model.config, sum_offset=offset)).double().eval()
+    calibrated.load_state_dict(model.state_dict())
+    ir, vis = _ramp_image(30, 40, 7).double(), _ramp_image(30, 40, 8).double()
+    with torch.no_grad():
+        fused = calibrated(ir, vis)
+        expected = torch.sigmoid(torch.logit(model.reconstruct(ir)) + torch.logit(model.reconstruct(vis)))
+    assert torch.allclose(fused, expected, atol=1e-9)
+
+
+def test_shipped_weights_load_verified_and_fuse():
+    model = create_model("auif")
+    assert "auif.roadscene" in model.weights_info
+    assert model.config.sum_offset != 0
+    ir, vis = _ramp_image(40, 50, 9), _ramp_image(40, 50, 10)
+    out = fuse_tensors(model, [ir, vis])
+    assert out.shape == (1, 1, 40, 50) and 0.05 < out.mean() < 0.95
+
+
+def test_corrupt_shipped_weights_are_refused(tmp_path, monkeypatch):
+    from fusecli.models._weights import weights_dir
+
+    for f in weights_dir().iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    blob = tmp_path / "auif.roadscene.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    monkeypatch.setenv("FUSECLI_WEIGHTS", str(tmp_path))
+    with pytest.raises(CheckpointError, match="sha256"):
+        create_model("auif")
+
+
+def test_card_from_training_loads_with_checkpoint_option(tmp_path):
+    from fusecli.models._weights import weights_dir
+
+    for f in weights_dir().iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    model = create_model("auif", checkpoint=tmp_path / "auif.roadscene.yaml")
+    assert model.config.sum_offset == create_model("auif").config.sum_offset

@@ -5,8 +5,12 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
+from . import batch as _batch
+from . import degrade as _degrade
 from . import fuse as _fuse
+from . import metrics as _metrics
 from . import models as _models
+from . import robustness as _robustness
 from . import train as _train
 
 app = typer.Typer(
@@ -34,5 +38,9 @@ def main(
 
 
 app.command("fuse", no_args_is_help=True)(_fuse.fuse)
+app.command("batch", no_args_is_help=True)(_batch.batch)
 app.command("models")(_models.models)
+app.command("degrade", no_args_is_help=True)(_degrade.degrade)
+app.command("robustness", no_args_is_help=True)(_robustness.robustness)
 app.command("train", no_args_is_help=True)(_train.train)
+app.command("metrics", no_args_is_help=True)(_metrics.metrics)

@@ -13,16 +13,17 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError, UnknownNameError
-from ._checks import CONVENTIONS, as_gray_255, as_sources_255, check_convention
+from ._checks import CONVENTIONS, as_gray_255, as_sources_255, check_convention, checked
 
 __all__ = [
     "CONVENTIONS",
@@ -35,7 +36,10 @@ __all__ = [
     "register",
 ]
 
-NEEDS: tuple[str, ...] = ("fused", "sources", "reference")
+#: What a metric needs besides the fused image: ``"fused"`` (nothing), ``"pair"`` (exactly two
+#: source images, e.g. infrared + visible), ``"sources"`` (any K >= 1 source images, e.g. an
+#: exposure stack) or ``"reference"`` (a ground-truth image).
+NEEDS: tuple[str, ...] = ("fused", "pair", "sources", "reference")
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,24 @@ class MetricSpec:
     """What the registry knows about one metric.
 
     ``fn`` is called as ``fn(fused)`` (``needs="fused"``), ``fn(fused, sources)``
-    (``needs="sources"``: the fused image and the list of source images) or
+    (``needs="pair"``: exactly two source images; ``needs="sources"``: K >= 1 source images) or
     ``fn(fused, reference)`` (``needs="reference"``: a ground-truth image), plus
     ``convention=...`` when ``fn`` accepts it.
+
+    ``conventions`` maps each convention to one line saying how the metric is computed under it
+    (the table of docs/metrics.md is generated from these); ``variants`` names the other
+    definitions published under the same name that the function can compute (keyword
+    arguments of ``fn``).
     """
 
     name: str
     fn: Callable[..., torch.Tensor]
     higher_is_better: bool
-    needs: str  # "fused" | "sources" (fused + the source images) | "reference"
+    needs: str  # one of NEEDS
     description: str
     reference: str  # paper / toolbox
+    conventions: Mapping[str, str] = field(default_factory=dict)
+    variants: tuple[str, ...] = ()
 
     @property
     def takes_convention(self) -> bool:
@@ -65,17 +76,33 @@ _REGISTRY: dict[str, MetricSpec] = {}  # lower-cased name -> spec, in registrati
 
 
 def register(
-    name: str, *, higher_is_better: bool, needs: str, description: str, reference: str
+    name: str,
+    *,
+    higher_is_better: bool,
+    needs: str,
+    description: str,
+    reference: str,
+    conventions: Mapping[str, str] | None = None,
+    variants: Sequence[str] = (),
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Decorator that registers a metric function under ``name`` and returns it unchanged."""
+    """Decorator that registers a metric function under ``name`` and returns it unchanged.
+
+    ``conventions``: ``{convention: how it is computed there}``; a convention left out means
+    "computed as under the first one given" (the metric exists in one form only).
+    """
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}, got {needs!r}")
+    conv = dict(conventions or {})
+    if conv:
+        first = next(iter(conv.values()))
+        conv = {c: conv.get(c, first) for c in CONVENTIONS}
 
     def deco(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         key = name.lower()
         if key in _REGISTRY:
             raise ValueError(f"metric {name!r} is already registered")
-        _REGISTRY[key] = MetricSpec(name, fn, higher_is_better, needs, description, reference)
+        _REGISTRY[key] = MetricSpec(name, fn, higher_is_better, needs, description, reference,
+                                    conv, tuple(variants))
         return fn
 
     return deco
@@ -94,7 +121,12 @@ def get_metric(name: str) -> MetricSpec:
     """
     spec = _REGISTRY.get(str(name).lower())
     if spec is None:
-        raise UnknownNameError("metric", str(name), list_metrics())
+        exc = UnknownNameError("metric", str(name), list_metrics())
+        close = difflib.get_close_matches(str(name).lower(), list(_REGISTRY), n=1)
+        if close and "Did you mean" not in str(exc):  # the hint, case-insensitively
+            msg = str(exc).replace(". Choose", f". Did you mean {_REGISTRY[close[0]].name!r}? Choose", 1)
+            exc.args = (msg,)
+        raise exc
     return spec
 
 
@@ -110,10 +142,11 @@ def evaluate(
     Args:
         fused: ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``, torch or numpy, gray on 0–255.
         sources: the source images (e.g. ``[ir, vis]``), each ``(H, W)``/``(1, H, W)`` (shared
-            by the whole batch) or ``(B, 1, H, W)``; needed by ``needs="sources"`` metrics.
+            by the whole batch) or ``(B, 1, H, W)``; needed by ``needs="pair"`` (exactly two)
+            and ``needs="sources"`` metrics.
         names: a metric name, a list of names (case-insensitive), or ``None`` for every
             registered metric whose inputs were given.
-        convention: ``"cddfuse"``, ``"matlab"`` or ``"vifb"``; passed to the metrics that
+        convention: ``"cddfuse"``, ``"matlab"``, ``"vifb"`` or ``"mefb"``; passed to the metrics that
             take one, ignored by the others.
         reference: a ground-truth image, shaped like ``fused``; needed by
             ``needs="reference"`` metrics.
@@ -131,6 +164,7 @@ def evaluate(
         names = [names]
     if names is None:
         given = {"fused", *(["sources"] if sources is not None else []),
+                 *(["pair"] if sources is not None and len(sources) == 2 else []),
                  *(["reference"] if reference is not None else [])}
         specs = [s for s in _REGISTRY.values() if s.needs in given]
     else:
@@ -139,24 +173,28 @@ def evaluate(
     x = as_gray_255(fused, "fused")
     srcs = ref = None
     for spec in specs:
-        if spec.needs == "sources" and sources is None:
+        if spec.needs in ("sources", "pair") and sources is None:
             raise ConfigError(f"metric {spec.name} needs the source images; pass sources=[...].")
+        if spec.needs == "pair" and len(sources) != 2:
+            raise ShapeError(f"metric {spec.name} needs exactly two source images (e.g. [ir, vis]), "
+                             f"got {len(sources)}.")
         if spec.needs == "reference" and reference is None:
             raise ConfigError(f"metric {spec.name} needs a reference image; pass reference=...")
-    if sources is not None and any(s.needs == "sources" for s in specs):
+    if sources is not None and any(s.needs in ("sources", "pair") for s in specs):
         srcs = as_sources_255(sources, x)
     if reference is not None and any(s.needs == "reference" for s in specs):
         ref = as_sources_255([reference], x)[0]
 
     out: dict[str, torch.Tensor] = {}
-    for spec in specs:
-        kw = {"convention": conv} if spec.takes_convention else {}
-        if spec.needs == "fused":
-            out[spec.name] = spec.fn(x, **kw)
-        elif spec.needs == "sources":
-            out[spec.name] = spec.fn(x, srcs, **kw)
-        else:
-            out[spec.name] = spec.fn(x, ref, **kw)
+    with checked(x, *(srcs or []), *([ref] if ref is not None else [])):
+        for spec in specs:
+            kw = {"convention": conv} if spec.takes_convention else {}
+            if spec.needs == "fused":
+                out[spec.name] = spec.fn(x, **kw)
+            elif spec.needs in ("sources", "pair"):
+                out[spec.name] = spec.fn(x, srcs, **kw)
+            else:
+                out[spec.name] = spec.fn(x, ref, **kw)
     return out
 
 
@@ -174,4 +212,9 @@ def evaluate_arrays(
     return {k: float(v[0]) for k, v in evaluate(x, sources, names, convention).items()}
 
 
-from . import basic  # noqa: E402,F401  (registers EN, SD, SF, AG)
+# registration order = the order of list_metrics() and of "--metrics all"
+from . import basic  # noqa: E402,F401  (EN, SD, SF, AG, EI)
+from . import pairwise  # noqa: E402,F401  (MI, MSE, PSNR, CC, SCD, VIF, Qabf, SSIM)
+from . import vif  # noqa: E402,F401  (VIFF)
+from . import information  # noqa: E402,F401  (NMI, CE, TE, Q_NCIE)
+from . import structural  # noqa: E402,F401  (UIQI, Q_Y, Q_C)

@@ -8,6 +8,8 @@ scale (and EN clamps it to 0..255), so scale such inputs to 0–255 first.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,14 +18,40 @@ import torch
 
 from ..errors import ShapeError, UnknownNameError
 
-#: Known conventions. ``"cddfuse"``: the CDDFuse evaluator (Python); ``"matlab"``: the
-#: widely copied MATLAB scripts; ``"vifb"``: the VIFB benchmark toolbox.
-CONVENTIONS: tuple[str, ...] = ("cddfuse", "matlab", "vifb")
+#: Known conventions, i.e. which toolbox's numbers to reproduce. ``"cddfuse"``: the Python
+#: ``Evaluator`` of CDDFuse (copied into ~80 repositories); ``"matlab"``: the MATLAB toolbox of the
+#: SeAFusion / PIAFusion family (Linfeng Tang's ``Image-Fusion``); ``"vifb"``: the VIFB benchmark;
+#: ``"mefb"``: the MEFB / MFIFB toolbox (Xingchen Zhang). See docs/metrics.md.
+CONVENTIONS: tuple[str, ...] = ("cddfuse", "matlab", "vifb", "mefb")
+
+#: The convention used when none is given.
+DEFAULT_CONVENTION = "cddfuse"
+
+
+class MetricWarning(UserWarning):
+    """A metric is undefined on this input (e.g. a correlation with a constant image) and was
+    returned as NaN, as the reference toolbox would; the warning says which and why."""
 
 _GRAY_HINT = (
     "convert it to gray first (e.g. cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), "
     "or the BT.601 luma 0.299 R + 0.587 G + 0.114 B)"
 )
+
+
+_checked = threading.local()  # ids of tensors this thread already checked (set by evaluate)
+
+
+@contextlib.contextmanager
+def checked(*tensors: torch.Tensor):
+    """Within the block, :func:`as_gray_255` returns these already-checked ``(B, 1, H, W)``
+    float64 tensors as they are (no second NaN scan when :func:`evaluate` runs many metrics)."""
+    ids = getattr(_checked, "ids", set())
+    new = {id(t) for t in tensors} - ids
+    _checked.ids = ids | new
+    try:
+        yield
+    finally:
+        _checked.ids = _checked.ids - new
 
 
 def as_gray_255(x: Any, name: str = "image") -> torch.Tensor:
@@ -39,6 +67,8 @@ def as_gray_255(x: Any, name: str = "image") -> torch.Tensor:
         ShapeError: wrong number of dimensions, a colour image (3 or 4 channels), an empty
             batch, an image smaller than 2×2, a non-numeric dtype, or NaN / infinite values.
     """
+    if isinstance(x, torch.Tensor) and id(x) in getattr(_checked, "ids", ()) and x.dtype == torch.float64:
+        return x
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if t.is_complex():
@@ -102,8 +132,18 @@ def as_sources_255(sources: Sequence[Any], fused: torch.Tensor) -> list[torch.Te
             )
         if t.shape[0] not in (1, b):
             raise ShapeError(f"source {i} has a batch of {t.shape[0]} but the fused image has {b}.")
-        out.append(t.expand(b, 1, h, w))
+        out.append(t if t.shape[0] == b else t.expand(b, 1, h, w))
     return out
+
+
+def warn_nan(values: torch.Tensor, metric: str, why: str) -> torch.Tensor:
+    """Warn with :class:`MetricWarning` when ``values`` holds NaN; return ``values`` unchanged."""
+    if bool(torch.isnan(values).any()):
+        import warnings
+
+        warnings.warn(f"{metric} is undefined (NaN) for {int(torch.isnan(values).sum())} image(s): {why}",
+                      MetricWarning, stacklevel=3)
+    return values
 
 
 def check_convention(convention: str, allowed: Sequence[str] = CONVENTIONS) -> str:

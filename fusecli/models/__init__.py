@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnknownNameError
-from ._weights import Card, find_card, load_state_dict
+from ._weights import Card, find_card, load_state_dict, read_card
 
 __all__ = ["ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model", "Card"]
 
@@ -105,8 +105,9 @@ def create_model(
 
     Args:
         name: registry name, e.g. ``"auif"``.
-        checkpoint: a checkpoint file or folder: fusecli's own (``.safetensors`` / ``.pt``) or the
-            authors' official file(s); takes precedence over ``weights``.
+        checkpoint: a checkpoint file or folder: fusecli's own (``.safetensors`` / ``.pt``), a weights
+            card (``.yaml``, as ``fusecli train`` writes), or the authors' official file(s); takes
+            precedence over ``weights``.
         weights: name of a card in ``weights/`` (``"default"``: the model's default card; ``None``:
             random initialisation, for training).
         device: where to put the model.
@@ -121,7 +122,9 @@ def create_model(
     """
     entry = get_entry(name)
     card: Card | None = None
-    if checkpoint is None and weights is not None:
+    if checkpoint is not None and Path(checkpoint).suffix.lower() in (".yaml", ".yml"):
+        card, checkpoint = read_card(Path(checkpoint)), None  # a card (e.g. from `fusecli train`)
+    elif checkpoint is None and weights is not None:
         card_name = entry.default_weights if weights == "default" else weights
         if card_name is None:
             raise CheckpointError(f"model {entry.name!r} ships no default weights; pass --checkpoint")

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import ConfigError, UnknownNameError
 from ..losses import ssim_loss
 from ..models import create_model, get_entry
+from ..models import auif as _auif
 from ..models._weights import sha256_file
 from .data import RandomResizedCrops, collect_images, load_luma
 
@@ -45,6 +46,8 @@ class Recipe:
     milestones: tuple[int, ...]
     gamma: float
     roles: tuple[str, ...] | None = None
+    #: config changes computed from the trained model (e.g. AUIF's Sum-rule offset), applied at the end
+    finalize: Callable[[nn.Module], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ RECIPES: dict[str, Recipe] = {
         param_groups=_auif_groups,
         epochs=80, batch_size=32, crop=128, lr=1e-2, milestones=(41, 81), gamma=0.1,
         roles=("ir", "vis"),
+        finalize=lambda model: {"sum_offset": _auif.calibrate_sum_offset(model)},
     ),
 }
 
@@ -184,12 +188,15 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     tmp = final.with_name(f".{final.name}.tmp")
     save_file(state, str(tmp))
     os.replace(tmp, final)
+    model_config = dataclasses.asdict(model.config)
+    if recipe.finalize is not None:
+        model_config.update(recipe.finalize(model))
     card = {
         "name": config.model,
         "model": config.model,
         "file": final.name,
         "sha256": sha256_file(final),
-        "config": dataclasses.asdict(model.config),
+        "config": model_config,
         "task": list(entry.tasks),
         "inputs": list(model.inputs),
         "training": {

@@ -1,0 +1,163 @@
+"""``fusecli batch``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from ..batch import PairRecord, merge_manifests, run_batch
+from ..errors import ConfigError
+from ._console import err, reporting_errors
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- pairs/s" if speed is None else f"{speed:.2f} pairs/s", style="progress.data.speed")
+
+
+class _Reporter:
+    """Progress: a Rich bar on a terminal, a line every 10 % in logs (SLURM), nothing with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task = None
+        self.start = time.perf_counter()
+        self.next_log = 0.0
+
+    def __call__(self, done: int, total: int, record: PairRecord | None) -> None:
+        if self.quiet:
+            return
+        if record is not None and record.status == "failed":
+            message = f"[red]failed[/] {escape(record.stem)}: {escape(record.error or '')}"
+            (self.bar.console if self.bar else err).print(message, highlight=False, soft_wrap=True)
+        if record is None:
+            self.start = time.perf_counter()
+            if err.is_terminal and total:
+                self.bar = Progress(TextColumn("fusing"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+                                    TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
+                self.bar.start()
+                self.task = self.bar.add_task("fuse", total=total)
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done)
+        elif done / total >= self.next_log or done == total:
+            elapsed = time.perf_counter() - self.start
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if rate > 0 else 0.0
+            err.print(f"{done}/{total} pairs, {rate:.2f} pairs/s, ETA {eta:.0f} s", highlight=False)
+            self.next_log = done / total + 0.1
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def batch(
+    dataset: Path | None = typer.Argument(None, help="Dataset folder with role folders (ir/+vis/, vi/, "
+                                          "infrared/+visible/, A/+B/, ct|pet|spect/+mri/, under/+over/, "
+                                          "near/+far/). Pairs are matched by file stem.", show_default=False),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder: OUT/<stem>.<ext> and "
+                                       "OUT/manifest.json.", show_default=False),
+    model: str = typer.Option("auif", "--model", "-m", help="Model name (see `fusecli models`)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder "
+                                           "(default: the model's shipped weights).", show_default=False),
+    weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "
+                                "(ignored with --checkpoint)."),
+    fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule (AUIF: sum, "
+                                      "average, l1).", show_default=False),
+    role_a: str | None = typer.Option(None, "--ir", "--a", help="Folder of the first input (infrared; for "
+                                      "medical data the CT/PET/SPECT scan), if not a known layout.",
+                                      show_default=False),
+    role_b: str | None = typer.Option(None, "--vis", "--b", help="Folder of the second input (visible; MRI).",
+                                      show_default=False),
+    ext: str = typer.Option("png", "--ext", help="Output format: png, jpg, tif or bmp."),
+    gray: bool = typer.Option(False, "--gray", help="Write gray images even if a source is in colour."),
+    bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: png and tif only)."),
+    tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image)."),
+    overlap: int = typer.Option(32, "--overlap", help="Overlap of neighbouring tiles."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    devices: str | None = typer.Option(None, "--devices", help="Several GPUs, e.g. 0,1: one model copy per GPU.",
+                                       show_default=False),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Threads that read, and threads that "
+                                       "write, images (default: min(4, CPUs)).", show_default=False),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Fuse up to B pairs of equal size in one "
+                                   "forward pass (GPU). 1 is byte-identical to `fuse`; larger batches may differ "
+                                   "by float rounding (at most 1 grey level at a few pixels)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Fuse pairs whose output exists (default: skip)."),
+    shard: str | None = typer.Option(None, "--shard", help="i/N: only the pairs whose stem hashes to shard i of "
+                                     "N; auto: from SLURM_ARRAY_TASK_ID/COUNT.", show_default=False),
+    resize_to: str | None = typer.Option(None, "--resize-to", help="For pairs of different sizes: resample "
+                                         "the other side to this one's size (ir or vis, a or b). Default: such "
+                                         "pairs fail.", show_default=False),
+    merge: bool = typer.Option(False, "--merge-manifests", help="Merge the shard manifests of -o OUT into "
+                               "OUT/manifest.json, then exit (no DATASET)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; the problems are "
+                               "still listed at the end."),
+) -> None:
+    """Fuse every pair of a dataset into OUT/<stem>.<ext>, resumably.
+
+    Outputs are identical to `fusecli fuse` on each pair. Existing outputs are skipped (rerun after
+    an interruption to complete the set); bad pairs are reported and skipped, and the exit code is 1
+    if any pair failed or had no partner.
+    """
+    with reporting_errors():
+        if output is None:
+            raise ConfigError("pass the output folder with -o OUT")
+        if merge:
+            if dataset is not None:
+                raise ConfigError("--merge-manifests takes only -o OUT, no DATASET")
+            _merge(output, quiet)
+            return
+        if dataset is None:
+            raise ConfigError("pass the DATASET folder (or --merge-manifests -o OUT)")
+        if (role_a is None) != (role_b is None):
+            raise ConfigError("name both role folders: --ir NAME --vis NAME (or --a NAME --b NAME)")
+        roles = None if role_a is None else (role_a, role_b)
+        reporter = _Reporter(quiet)
+        try:
+            result = run_batch(dataset, output, model, checkpoint=checkpoint, weights=weights, fusion=fusion,
+                               device=device, devices=devices, roles=roles, ext=ext, gray=gray, bit_depth=bit_depth,
+                               tile=tile, overlap=overlap, batch_size=batch_size, workers=workers,
+                               overwrite=overwrite, shard=shard, resize_to=resize_to, progress=reporter)
+        finally:
+            reporter.stop()
+    counts = result.counts
+    if not quiet:
+        shard_text = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard else ""
+        err.print(f"{counts.get('pairs', 0)} pairs{shard_text}: {counts.get('fused', 0)} fused, "
+                  f"{counts.get('skipped', 0)} skipped (output exists), {counts.get('failed', 0)} failed, "
+                  f"{counts.get('unmatched', 0)} unmatched in {result.seconds:.1f} s"
+                  + (f" ({result.pairs_per_second:.2f} pairs/s)" if counts.get("fused") else "")
+                  + f"; manifest {result.manifest}", highlight=False, soft_wrap=True)
+    if result.failures:
+        err.print(f"[bold red]{len(result.failures)} problem(s):[/]", highlight=False)
+        for record in result.failures:
+            err.print(f"  {escape(record.stem)} ({record.status}): {escape(record.error or '')}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _merge(output: Path, quiet: bool) -> None:
+    merged = merge_manifests(output)
+    summary = ", ".join(f"{v} {k}" for k, v in merged["summary"].items() if k != "pairs")
+    if not quiet:
+        err.print(f"merged {', '.join(merged['merged_from'])} into {output / 'manifest.json'}: "
+                  f"{merged['summary']['pairs']} pairs ({summary})", highlight=False, soft_wrap=True)
+    problems = [p for p in merged["pairs"] if p.get("status") not in ("fused", "skipped")]
+    if merged["missing_shards"]:
+        raise ConfigError(f"shard(s) {', '.join(merged['missing_shards'])} have no manifest in '{output}': "
+                          "run them, then merge again")
+    if problems:
+        err.print(f"[bold red]{len(problems)} problem(s):[/]", highlight=False)
+        for p in problems:
+            err.print(f"  {escape(p['stem'])} ({p['status']}): {escape(p.get('error', ''))}", highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(1)

@@ -1,0 +1,488 @@
+"""Robustness sweeps: degrade one role of a dataset at increasing severity, fuse, and score.
+
+For every model, every degradation ("kind", or a composition ``haze+noise``) and every level
+(0 = clean), the chosen role (default: visible) of each pair is degraded with
+:func:`fusecli.degrade.degrade`, the pair is fused with :func:`fusecli.inference.fuse_images`, and
+the fused image is scored with :mod:`fusecli.metrics` against the **clean** sources (the
+degradation is what the fusion should see through, not what it should reproduce).
+
+Resumable: each (model, kind, level) *cell* keeps its per-pair rows in ``OUT/cells/*.json``,
+rewritten atomically after every pair together with a key of everything that determines the
+values (model and weights, kinds, level and its parameters, seed, depth, metrics, convention,
+role, tiling). A rerun reuses the rows whose key matches and computes only what is missing; a
+changed setting recomputes its cells. Level 0 is computed once per model and shared by all kinds.
+
+Outputs: ``OUT/robustness.csv`` (one row per model × kind × level × pair, then a ``(mean)`` row
+per model × kind × level) and, with matplotlib installed (``pip install 'fusecli[plots]'``),
+``OUT/robustness_<kind>.png``: each metric's mean against the level, one line per model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import re
+import secrets
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .degrade import image_rng, parse_kinds, resolve_depth
+from .degrade import degrade as _degrade
+from .degrade.apply import _depth_files, _read_depth
+from .degrade.levels import MAX_LEVEL, level_params
+from .errors import ConfigError, ImageWriteError, ShapeError
+from .inference import fuse_images
+from .io import quantize, read_image
+from .metrics import evaluate, get_metric, list_metrics
+from .pairs import Pair, scan_pairs
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "RobustnessResult",
+    "parse_levels",
+    "parse_sweeps",
+    "resolve_metrics",
+    "run_robustness",
+    "write_plots",
+]
+
+DEFAULT_METRICS: tuple[str, ...] = ("EN", "SD", "SF", "AG", "VIF", "Qabf", "SSIM", "MI")
+"""The metrics of a sweep unless told otherwise (those not registered are skipped, with a note)."""
+
+MEAN_ROW = "(mean)"
+"""The ``pair`` value of the mean rows of ``robustness.csv``."""
+
+PLOTS_HINT = "install matplotlib for the plots: pip install 'fusecli[plots]'"
+
+
+def parse_levels(spec: str | Sequence[int]) -> list[int]:
+    """``"0-5"``, ``"0,2,4"``, ``"1-3,5"`` or a list -> sorted unique levels in 0..5 (0 = clean).
+
+    Raises:
+        ConfigError: malformed, or a level outside 0..5.
+    """
+    if not isinstance(spec, str):
+        items = [str(int(v)) for v in spec]
+        spec = ",".join(items)
+    levels: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
+        if not match:
+            raise ConfigError(f"--levels {spec!r}: expected levels 0-{MAX_LEVEL} like 0-5, 0,2,4 or 1-3,5")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if lo > hi or hi > MAX_LEVEL:
+            raise ConfigError(f"--levels {spec!r}: levels run from 0 (clean) to {MAX_LEVEL}")
+        levels.update(range(lo, hi + 1))
+    if not levels:
+        raise ConfigError(f"--levels {spec!r}: no level given; e.g. --levels 0-5")
+    return sorted(levels)
+
+
+def parse_sweeps(spec: str | Sequence[str]) -> list[tuple[str, ...]]:
+    """``"haze,rain"`` -> ``[("haze",), ("rain",)]``; ``"haze+noise"`` is one sweep of a composition.
+
+    Raises:
+        UnknownNameError, ConfigError.
+    """
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    sweeps: list[tuple[str, ...]] = []
+    for item in items:
+        if str(item).strip():
+            kinds = parse_kinds(str(item).split("+"))
+            if kinds not in sweeps:
+                sweeps.append(kinds)
+    if not sweeps:
+        raise ConfigError("no degradation kind given; pass e.g. --kinds haze,rain")
+    return sweeps
+
+
+def resolve_metrics(names: str | Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """The metrics to compute and those skipped.
+
+    ``None`` means :data:`DEFAULT_METRICS`: the registered ones are used and the others returned
+    as skipped. Names given explicitly must all be registered (case-insensitive).
+
+    Returns:
+        ``(metrics, skipped)``.
+
+    Raises:
+        UnknownNameError: an explicitly named metric is not registered. ConfigError: a metric
+        needs a reference image (there is none in a robustness sweep), or none is left.
+    """
+    if names is None:
+        registered = {n.lower(): n for n in list_metrics()}
+        chosen = [registered[n.lower()] for n in DEFAULT_METRICS if n.lower() in registered]
+        skipped = [n for n in DEFAULT_METRICS if n.lower() not in registered]
+    else:
+        items = names.split(",") if isinstance(names, str) else list(names)
+        if [s.strip().lower() for s in items] == ["all"]:
+            items = list_metrics()
+        chosen, skipped = [], []
+        for item in items:
+            if item.strip():
+                name = get_metric(item.strip()).name
+                if name not in chosen:
+                    chosen.append(name)
+    for name in chosen:
+        if get_metric(name).needs == "reference":
+            raise ConfigError(f"metric {name} needs a ground-truth image, which a robustness sweep does not have; "
+                              "drop it from --metrics")
+    if not chosen:
+        raise ConfigError("no metric to compute; pass e.g. --metrics EN,SD,SF")
+    return chosen, skipped
+
+
+@dataclass
+class RobustnessResult:
+    """What :func:`run_robustness` did.
+
+    Attributes:
+        csv: path of ``robustness.csv``.
+        plots: the plot files written (empty without matplotlib: see ``plots_note``).
+        plots_note: why there are no plots, else ``""``.
+        metrics: the metrics computed.
+        skipped_metrics: default metrics that are not registered in this fusecli.
+        pairs: number of pairs swept.
+        computed: pair evaluations computed in this run.
+        reused: pair evaluations taken from ``cells/`` (an earlier, matching run).
+        means: ``{(model, kind, level): {metric: mean}}``.
+        seconds: wall time of the run.
+    """
+
+    csv: Path
+    plots: list[Path] = field(default_factory=list)
+    plots_note: str = ""
+    metrics: list[str] = field(default_factory=list)
+    skipped_metrics: list[str] = field(default_factory=list)
+    pairs: int = 0
+    computed: int = 0
+    reused: int = 0
+    means: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _gray_255(image: torch.Tensor, convention: str) -> np.ndarray:
+    """(1, C, H, W) in [0, 1] -> (H, W) float64 gray levels of its 8-bit version, as the metrics
+    toolboxes read a saved image (colour: the convention's RGB -> gray rule)."""
+    samples = quantize(image.detach().cpu(), 8).astype(np.float64)
+    if samples.ndim == 2:
+        return samples
+    from .metrics.report import rgb_to_gray
+
+    return rgb_to_gray(samples, convention)
+
+
+def _load_cell(path: Path, key: dict[str, Any]) -> dict[str, dict[str, float]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("rows"), dict):
+        return {}
+    return data["rows"]
+
+
+def _to_json_value(v: float | None) -> float | None:
+    return None if v is None or math.isnan(v) else v
+
+
+def run_robustness(
+    dataset: str | os.PathLike[str],
+    models: Sequence[str] | Mapping[str, nn.Module],
+    kinds: str | Sequence[str] = "haze,rain",
+    levels: str | Sequence[int] = "0-5",
+    output: str | os.PathLike[str] = "robustness",
+    *,
+    metrics: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    role: str | None = None,
+    roles: Sequence[str] | None = None,
+    depth: str | os.PathLike[str] | None = "ramp",
+    inverse_depth: bool = False,
+    checkpoints: Mapping[str, str | os.PathLike[str]] | None = None,
+    device: str | torch.device = "cpu",
+    tile: int = 0,
+    convention: str = "cddfuse",
+    plots: bool = True,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> RobustnessResult:
+    """Sweep degradations × levels × models over a dataset and write the report.
+
+    Args:
+        dataset: a dataset folder with role sub-folders (see :mod:`fusecli.pairs`).
+        models: registry names (built with :func:`fusecli.models.create_model`, weights from
+            ``checkpoints`` or the shipped default), or ``{label: model}`` of ready models.
+        kinds: sweeps, comma-separated; ``a+b`` composes kinds within one sweep.
+        levels: ``"0-5"`` etc. (0 = clean).
+        output: the report folder (created).
+        metrics: metric names, or None for :data:`DEFAULT_METRICS` (missing ones skipped).
+        limit: sweep only the first N pairs (sorted by stem).
+        seed: degradation seed (per pair: seed + the pair's stem; see :func:`fusecli.degrade.image_rng`).
+        role: the role folder to degrade (default: the visible / texture role, the second).
+        roles: role folders, if not a known layout.
+        depth, inverse_depth: haze depth (``"ramp"``, ``"uniform"``, or a folder of depth maps).
+        checkpoints: ``{model name: checkpoint}`` for models given by name.
+        device: where the models run.
+        tile: fuse in tiles of this size (0: whole images).
+        convention: metrics convention (``"cddfuse"``, ``"matlab"``, ``"vifb"`` ...).
+        plots: write the PNG plots when matplotlib is installed.
+        progress: called as ``progress(done, total, description)`` after each pair evaluation.
+
+    Returns:
+        A :class:`RobustnessResult`.
+
+    Raises:
+        ConfigError, UnknownNameError, CheckpointError, ImageReadError, ShapeError, DeviceError.
+    """
+    start = time.perf_counter()
+    sweeps = parse_sweeps(kinds)
+    level_list = parse_levels(levels)
+    metric_names, skipped = resolve_metrics(metrics)
+    image_rng(seed, "")  # validates the seed
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {limit}")
+    depth_spec = resolve_depth(depth)
+
+    scan = scan_pairs(dataset, roles)
+    pairs: list[Pair] = scan.pairs[:limit] if limit else scan.pairs
+    if not pairs:
+        raise ConfigError(f"no complete pairs in '{dataset}' (roles {', '.join(scan.roles)})")
+    chosen_role = scan.roles[1] if role is None else str(role)
+    if chosen_role not in scan.roles:
+        raise ConfigError(f"--role {chosen_role!r} is not a role folder of '{dataset}'; its roles are "
+                          f"{', '.join(scan.roles)}")
+    role_index = scan.roles.index(chosen_role)
+    depth_maps: dict[str, Path] = {}
+    if isinstance(depth_spec, Path) and any("haze" in s for s in sweeps):
+        depth_maps = _depth_files(depth_spec, [p.paths[role_index] for p in pairs])
+
+    out_dir = Path(output)
+    dataset_path = Path(dataset)
+    if out_dir.resolve() == dataset_path.resolve() or any(
+            out_dir.resolve() == (dataset_path / r).resolve() for r in scan.roles):
+        raise ImageWriteError(f"output '{out_dir}' is (part of) the dataset; choose another report folder")
+    cells_dir = out_dir / "cells"
+
+    # models: build lazily, once each
+    if isinstance(models, Mapping):
+        built: dict[str, nn.Module] = dict(models)
+        labels = list(built)
+    else:
+        labels = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+        if not labels:
+            raise ConfigError("no model given; pass e.g. --models auif")
+        built = {}
+        from .models import create_model, get_entry
+
+        for label in labels:
+            get_entry(label)  # unknown names fail before any work
+        extra = sorted(set(checkpoints or {}) - set(labels))
+        if extra:
+            raise ConfigError(f"--checkpoint for {', '.join(extra)}, which is not in --models")
+        for label in labels:
+            ckpt = (checkpoints or {}).get(label)
+            built[label] = create_model(label, checkpoint=ckpt, device=device)
+    if len(set(labels)) != len(labels):
+        raise ConfigError("a model is named twice in --models")
+
+    # the cells: (model, sweep label, level); level 0 shared by all sweeps
+    plan: list[tuple[str, tuple[str, ...], int]] = []
+    for label in labels:
+        if 0 in level_list:
+            plan.append((label, (), 0))
+        for sweep in sweeps:
+            plan.extend((label, sweep, lv) for lv in level_list if lv > 0)
+
+    def cell_key(label: str, sweep: tuple[str, ...], lv: int) -> dict[str, Any]:
+        model = built[label]
+        key: dict[str, Any] = {
+            "model": label, "weights": str(getattr(model, "weights_info", type(model).__name__)),
+            "kinds": list(sweep), "level": lv, "role": chosen_role, "metrics": metric_names,
+            "convention": convention, "tile": tile,
+        }
+        if lv > 0:
+            key.update(seed=seed, depth=str(depth_spec), inverse_depth=inverse_depth,
+                       parameters={k: level_params(k, lv) for k in sweep})
+        return key
+
+    def cell_path(label: str, sweep: tuple[str, ...], lv: int) -> Path:
+        kind = "+".join(sweep) if sweep else "clean"
+        return cells_dir / f"{_safe(label)}__{_safe(kind)}__L{lv}.json"
+
+    states = []
+    todo = 0
+    result = RobustnessResult(csv=out_dir / "robustness.csv", metrics=metric_names, skipped_metrics=skipped,
+                              pairs=len(pairs))
+    for label, sweep, lv in plan:
+        key = cell_key(label, sweep, lv)
+        rows = _load_cell(cell_path(label, sweep, lv), key)
+        rows = {p.stem: rows[p.stem] for p in pairs if p.stem in rows and set(rows[p.stem]) >= set(metric_names)}
+        missing = [p for p in pairs if p.stem not in rows]
+        result.reused += len(rows)
+        todo += len(missing)
+        states.append((label, sweep, lv, key, rows, missing))
+
+    done = 0
+    for label, sweep, lv, key, rows, missing in states:
+        if not missing:
+            continue
+        model = built[label]
+        path = cell_path(label, sweep, lv)
+        description = f"{label} {'+'.join(sweep) or 'clean'} L{lv}"
+        all_rows = dict(rows)
+        for pair in missing:
+            images = [read_image(p)[0] for p in pair.paths]
+            clean = list(images)
+            if lv > 0:
+                value: Any = (_read_depth(depth_maps[pair.paths[role_index].stem]) if depth_maps
+                              else depth_spec)
+                images[role_index] = _degrade(images[role_index], sweep, lv, seed=seed, name=pair.stem,
+                                              depth=value, inverse_depth=inverse_depth)
+            if len({tuple(t.shape[-2:]) for t in images}) > 1:
+                raise ShapeError(f"pair {pair.stem!r}: the sources differ in size; register or resize them first")
+            fused = fuse_images(model, images, tile=tile)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # undefined values come back as NaN, reported as nan
+                values = evaluate(_gray_255(fused, convention), [_gray_255(c, convention) for c in clean],
+                                  names=metric_names, convention=convention)
+            all_rows[pair.stem] = {m: float(v[0]) for m, v in values.items()}
+            _atomic_write(path, json.dumps({"key": key, "rows": {
+                s: {m: _to_json_value(v) for m, v in r.items()} for s, r in all_rows.items()}}, indent=1))
+            result.computed += 1
+            done += 1
+            if progress is not None:
+                progress(done, todo, description)
+        rows.update(all_rows)
+
+    # the table
+    table: list[list[Any]] = []
+    by_cell = {(s[0], s[1], s[2]): s[4] for s in states}
+    for label in labels:
+        for sweep in sweeps:
+            kind = "+".join(sweep)
+            for lv in level_list:
+                rows = by_cell[(label, () if lv == 0 else sweep, lv)]
+                for pair in pairs:
+                    r = rows[pair.stem]
+                    table.append([label, kind, lv, pair.stem] + [_num(r.get(m)) for m in metric_names])
+                means = {m: _nanmean([_num(rows[p.stem].get(m)) for p in pairs]) for m in metric_names}
+                result.means[(label, kind, lv)] = means
+                table.append([label, kind, lv, MEAN_ROW] + [means[m] for m in metric_names])
+    buffer = _io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "kind", "level", "pair", *metric_names])
+    for row in table:
+        writer.writerow([_fmt(v) for v in row])
+    _atomic_write(result.csv, buffer.getvalue())
+
+    if plots:
+        result.plots, result.plots_note = write_plots(result.means, out_dir, metric_names,
+                                                      title=f"{Path(dataset).resolve().name}, {len(pairs)} pairs")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_plots(
+    means: Mapping[tuple[str, str, int], Mapping[str, float]],
+    out_dir: str | os.PathLike[str],
+    metric_names: Sequence[str],
+    *,
+    title: str = "",
+) -> tuple[list[Path], str]:
+    """One PNG per kind, ``robustness_<kind>.png``: a panel per metric, its mean against the level,
+    one line per model.
+
+    Returns:
+        ``(files, note)``; without matplotlib no file and a note saying how to get it.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], PLOTS_HINT
+    out_dir = Path(out_dir)
+    files = []
+    models = list(dict.fromkeys(k[0] for k in means))
+    kinds = list(dict.fromkeys(k[1] for k in means))
+    cols = min(4, len(metric_names))
+    nrows = math.ceil(len(metric_names) / cols)
+    for kind in kinds:
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 2.5 * nrows + 0.5), squeeze=False)
+        for ax, metric in zip(axes.flat, metric_names):
+            for model in models:
+                points = sorted((lv, vals[metric]) for (m, k, lv), vals in means.items() if m == model and k == kind)
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3.5, label=model)
+            spec = get_metric(metric)
+            ax.set_title(f"{metric} ({'higher' if spec.higher_is_better else 'lower'} is better)", fontsize=9)
+            ax.set_xlabel("level", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        for ax in list(axes.flat)[len(metric_names):]:
+            ax.axis("off")
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="upper right", fontsize=8, ncol=min(4, len(names)))
+        fig.suptitle(f"{kind}: metrics vs severity (0 = clean){' - ' + title if title else ''}", fontsize=10,
+                     x=0.01, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+        path = out_dir / f"robustness_{_safe(kind)}.png"
+        buffer = _io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90)
+        plt.close(fig)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        temporary.write_bytes(buffer.getvalue())
+        os.replace(temporary, path)
+        files.append(path)
+    return files, ""
