@@ -23,7 +23,6 @@ import copy
 import json
 import os
 import re
-import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from torch import nn
 from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
 from .inference import fuse_images, resolve_device
-from .io import IMAGE_EXTENSIONS, read_image, write_image
+from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
 
 __all__ = ["PairRecord", "BatchResult", "run_batch", "merge_manifests", "parse_devices", "manifest_name",
@@ -143,17 +142,7 @@ def parse_devices(spec: str | Sequence[str] | None, default: str = "auto") -> li
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

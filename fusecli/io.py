@@ -269,7 +269,7 @@ def write_image(
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, encoded.tobytes())
+        write_bytes_atomic(path, encoded.tobytes())
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ImageWriteError(
@@ -285,12 +285,21 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.exists() and b.exists() and os.path.samefile(a, b)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it onto ``path``.
+
+    Readers see the old file or the new one, never a half-written one; on any failure the
+    temporary file is removed and the old file is untouched. Used for every file fusecli writes.
 
     The temporary file is opened with mode 0o666 (less the umask), so the result has the same
     permissions as any newly created file; ``tempfile`` would make it private (0o600).
     """
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     descriptor = os.open(temporary, flags, 0o666)

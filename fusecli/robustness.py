@@ -43,7 +43,7 @@ from .degrade.apply import _depth_files, _read_depth
 from .degrade.levels import MAX_LEVEL, level_params
 from .errors import ConfigError, ImageWriteError, ShapeError
 from .inference import fuse_images
-from .io import quantize, read_image
+from .io import quantize, read_image, write_text_atomic
 from .metrics import evaluate, get_metric, list_metrics
 from .pairs import Pair, scan_pairs
 
@@ -182,16 +182,7 @@ def _safe(text: str) -> str:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
 
 
 def _gray_255(image: torch.Tensor, convention: str) -> np.ndarray:

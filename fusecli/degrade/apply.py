@@ -25,7 +25,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ImageReadError, ImageWriteError
-from ..io import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from ..io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_text_atomic
 from .kinds import DEPTH_MODES, get_kind
 from .levels import check_level, level_params
 
@@ -185,13 +185,7 @@ def _same_path(a: Path, b: Path) -> bool:
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def _copy(src: Path, dst: Path) -> None:

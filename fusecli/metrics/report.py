@@ -11,7 +11,6 @@ import io as _io
 import json
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ImageWriteError, ShapeError
-from ..io import list_images, read_image
+from ..io import list_images, read_image, write_text_atomic
 from . import evaluate, get_metric, list_metrics
 from ._checks import DEFAULT_CONVENTION, MetricWarning, check_convention
 
@@ -277,12 +276,9 @@ def _atomic_write(path: Path, text: str) -> None:
         raise ImageWriteError(f"cannot write '{path}': it is a folder; pass a file name")
     if not path.parent.exists():
         raise ImageWriteError(f"cannot write '{path}': folder '{path.parent}' does not exist; create it first")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ImageWriteError(f"cannot write '{path}': {exc.strerror or exc}; check the folder's permissions") from exc
 
 

@@ -10,7 +10,7 @@ card ``OUT/<model>.yaml`` (sha256, config, data, recipe) ready to be copied to `
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ import yaml
 from torch import nn
 
 from ..errors import ConfigError, UnknownNameError
+from ..io import write_bytes_atomic, write_text_atomic
 from ..losses import ssim_loss
 from ..models import create_model, get_entry
 from ..models import auif as _auif
@@ -111,9 +112,9 @@ def get_recipe(name: str) -> Recipe:
 # --- the loop ------------------------------------------------------------------------------------
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
@@ -182,12 +183,9 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
                             "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
                             "config": dataclasses.asdict(config)}, last)
 
-    from safetensors.torch import save_file  # imported here: only training writes safetensors
+    from safetensors.torch import save  # imported here: only training writes safetensors
     final = out / f"{config.model}.safetensors"
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = final.with_name(f".{final.name}.tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, final)
+    write_bytes_atomic(final, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
     model_config = dataclasses.asdict(model.config)
     if recipe.finalize is not None:
         model_config.update(recipe.finalize(model))
@@ -209,5 +207,5 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
             "final_epoch": history[-1] if history else None,
         },
     }
-    (out / f"{config.model}.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_text_atomic(out / f"{config.model}.yaml", yaml.safe_dump(card, sort_keys=False))
     return final
