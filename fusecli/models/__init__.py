@@ -171,7 +171,7 @@ register_model(ModelEntry(
     name="auif",
     cls=_auif.AUIF,
     config_cls=_auif.AUIFConfig,
-    tasks=("ir-vis", "medical"),
+    tasks=("ir-vis",),
     paper="Zhao et al., Efficient and Model-Based IR-VIS Fusion via Algorithm Unrolling, TCSVT 2021",
     convert_official=_auif.convert_official,
     default_weights="auif.roadscene",
