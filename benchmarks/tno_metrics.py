@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--model", default="auif")
     parser.add_argument("--weights", action="append", default=[], help="weights card name(s), e.g. default")
     parser.add_argument("--checkpoint", action="append", default=[], type=Path, help="checkpoint file/folder(s)")
-    parser.add_argument("--fusion", help="override the model's fusion rule (AUIF: sum, average, l1)")
+    parser.add_argument("--fusion", help="override the model's fusion rule "
+                        "(AUIF: sum, average, l1; cscfuse-ivf: saliency, l1, average, add)")
     parser.add_argument("--out", type=Path, default=Path("runs/tno_metrics"))
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args()

@@ -108,7 +108,9 @@ def fuse_tensors(
             if tile and (shape[-1] > tile or shape[-2] > tile):
                 if tile < min_size:
                     raise ShapeError(f"--tile {tile} is smaller than this model's minimum size {min_size}")
-                context = getattr(model, "receptive_radius", overlap)
+                # a model without a (finite) receptive radius gets `overlap` pixels of context
+                context = getattr(model, "receptive_radius", None)
+                context = overlap if context is None else context
                 out = tiled(lambda ts: _run(model, ts), sources, tile=tile, overlap=overlap, context=context)
             else:
                 out = _run(model, sources)

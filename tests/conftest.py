@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 SHARED = REPO.parent / "shared"
 OFFICIAL_AUIF = SHARED / "checkpoints" / "official" / "auif"
+OFFICIAL_CSC_IVF = SHARED / "checkpoints" / "official" / "cscfuse" / "CSC-IVF"
 TNO = SHARED / "datasets" / "tno"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -36,3 +37,14 @@ def tno_dir() -> Path:
 def official_auif():
     from fusecli import create_model
     return create_model("auif", checkpoint=_need(OFFICIAL_AUIF))
+
+
+@pytest.fixture
+def official_csc_ivf_dir() -> Path:
+    return _need(OFFICIAL_CSC_IVF)
+
+
+@pytest.fixture(scope="session")
+def official_csc_ivf():
+    from fusecli import create_model
+    return create_model("cscfuse-ivf", checkpoint=_need(OFFICIAL_CSC_IVF))

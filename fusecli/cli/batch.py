@@ -72,7 +72,7 @@ def batch(
     weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "
                                 "(ignored with --checkpoint)."),
     fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule (AUIF: sum, "
-                                      "average, l1).", show_default=False),
+                                      "average, l1; cscfuse-ivf: saliency, l1, average, add).", show_default=False),
     role_a: str | None = typer.Option(None, "--ir", "--a", help="Folder of the first input (infrared; for "
                                       "medical data the CT/PET/SPECT scan), if not a known layout.",
                                       show_default=False),

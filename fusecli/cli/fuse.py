@@ -30,7 +30,8 @@ def fuse(
     gray: bool = typer.Option(False, "--gray", help="Write a gray image even if a source is in colour."),
     bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: PNG and TIFF only)."),
     fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule, if it has one "
-                                      "(AUIF: sum, average, l1).", show_default=False),
+                                      "(AUIF: sum, average, l1; cscfuse-ivf: saliency, l1, average, "
+                                      "add).", show_default=False),
     stretch_16bit: bool = typer.Option(False, "--stretch-16bit", help="Stretch the 0.5-99.5 % range of 16-bit "
                                        "sources (raw 14/16-bit thermal counts) to the full range before fusing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),

@@ -179,3 +179,18 @@ register_model(ModelEntry(
                   "TCSVT_Encoder_Detail.model, TCSVT_Decoder.model): pass the folder that holds them.",
 ))
 
+
+from . import cscfuse as _cscfuse  # noqa: E402
+
+register_model(ModelEntry(
+    name="cscfuse-ivf",
+    cls=_cscfuse.CSCIVF,
+    config_cls=_cscfuse.CSCIVFConfig,
+    tasks=("ir-vis",),
+    paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023",
+    convert_official=_cscfuse.convert_official,
+    default_weights=None,
+    official_hint="The official CSC-IVF checkpoint is three files (LISTA_Base_Train.model, "
+                  "LISTA_Detail_Train.model, LISTA_Decoder.model; IF-CSCFuse/CSC-IVF/Train_result): "
+                  "pass the folder that holds them.",
+))

@@ -8,7 +8,9 @@ verifies the sha256 before loading.
 :func:`load_state_dict` reads any checkpoint a user hands us: a safetensors file, a torch file
 (``weights_only=True``, legacy pickles included, nested ``state_dict`` / ``model`` entries and
 ``module.`` prefixes handled), or a folder of such files (merged: the official AUIF checkpoint is
-three files with disjoint keys).
+three files with disjoint keys; when files of a folder share key names, as the official CSC-IVF
+base and detail networks do, every key is prefixed with its file's stem, ``STEM/key``, so the
+model's converter can tell them apart).
 """
 
 from __future__ import annotations
@@ -124,12 +126,17 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """Read a checkpoint file, or every checkpoint file in a folder (merged).
 
+    The files of a folder normally have disjoint keys and merge as they are. If two files define
+    the same key (the official CSC-IVF ``LISTA_Base_Train.model`` and ``LISTA_Detail_Train.model``
+    both hold ``convLayer0.*``), every key of every file is instead returned as ``"<stem>/<key>"``
+    (``"LISTA_Base_Train/convLayer0.norm.weight"``), which the model's ``convert_official`` maps.
+
     Returns:
         (state dict, a short description with the sha256 of each file read)
 
     Raises:
         CheckpointError: missing path, unreadable file, a folder without checkpoints, or two files
-        in a folder that define the same key.
+        of a folder with the same stem (``a.pt``, ``a.pth``) that define the same key.
     """
     path = Path(path)
     if path.is_dir():
@@ -140,11 +147,18 @@ def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         files = [path]
     else:
         raise CheckpointError(f"checkpoint {path} does not exist")
+    states = [(f, _load_file(f)) for f in files]
+    seen: set[str] = set()
+    collide = False
+    for _, state in states:
+        collide = collide or not seen.isdisjoint(state)
+        seen.update(state)
     merged: dict[str, torch.Tensor] = {}
-    for f in files:
-        for k, v in _load_file(f).items():
-            if k in merged:
-                raise CheckpointError(f"key {k!r} appears in more than one file of {path}")
-            merged[k] = v
+    for f, state in states:
+        for k, v in state.items():
+            key = f"{f.stem}/{k}" if collide else k
+            if key in merged:
+                raise CheckpointError(f"key {k!r} appears in more than one file named {f.stem}.* in {path}")
+            merged[key] = v
     info = ", ".join(f"{f.name} (sha256 {sha256_file(f)[:12]})" for f in files)
     return merged, info

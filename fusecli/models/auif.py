@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from .layers import box_blur
 
 __all__ = ["AUIFConfig", "Stage", "AUIF", "calibrate_sum_offset", "convert_official"]
 
@@ -90,18 +91,6 @@ class AUIFConfig:
             raise ConfigError("AUIF needs at least one layer and one filter")
         if self.blur_size % 2 == 0 or self.laplacian_size % 2 == 0:
             raise ConfigError("AUIF filter sizes must be odd")
-
-
-def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean filter of ``size x size`` with reflect border (kornia ``BoxBlur``).
-
-    Args:
-        x: (B, C, H, W) tensor; H and W must exceed ``size // 2``.
-    """
-    r = size // 2
-    padded = F.pad(x, (r, r, r, r), mode="reflect")
-    # separable: a column mean then a row mean (2k instead of k^2 additions per pixel)
-    return F.avg_pool2d(F.avg_pool2d(padded, (size, 1), stride=1), (1, size), stride=1)
 
 
 def normalized_laplacian(x: torch.Tensor, size: int) -> torch.Tensor:
