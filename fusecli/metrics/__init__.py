@@ -218,3 +218,7 @@ from . import pairwise  # noqa: E402,F401  (MI, MSE, PSNR, CC, SCD, VIF, Qabf, S
 from . import vif  # noqa: E402,F401  (VIFF)
 from . import information  # noqa: E402,F401  (NMI, CE, TE, Q_NCIE)
 from . import structural  # noqa: E402,F401  (UIQI, Q_Y, Q_C)
+from . import nabf  # noqa: E402,F401  (Nabf)
+from . import perceptual  # noqa: E402,F401  (Q_CB, Q_CV)
+from . import piella  # noqa: E402,F401  (Q_S, Q_W, Q_E)
+from . import mef  # noqa: E402,F401  (MEF-SSIM, MEF-MS-SSIM)
