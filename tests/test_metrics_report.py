@@ -187,3 +187,23 @@ def test_nan_metric_reported_not_silent(tmp_path):
     rep = evaluate_folder(fused, ds, ["CC", "EN"], "cddfuse")
     assert math.isnan(rep.rows[0].values["CC"]) and "CC undefined" in rep.problems[0]
     assert math.isnan(rep.mean()["CC"]) and rep.mean()["EN"] == 0.0
+
+
+def test_a_metric_too_large_for_the_image_leaves_the_others(tmp_path):
+    """MEF-MS-SSIM needs >= 44 px; on a 24x24 pair only that value is NaN, EN is still computed."""
+    import cv2
+    import numpy as np
+
+    from fusecli.metrics.report import evaluate_folder
+
+    rng = np.random.default_rng(0)
+    for role in ("ir", "vis"):
+        (tmp_path / "data" / role).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "data" / role / "a.png"), rng.integers(0, 256, (24, 24), dtype=np.uint8))
+    (tmp_path / "fused").mkdir()
+    cv2.imwrite(str(tmp_path / "fused" / "a.png"), rng.integers(0, 256, (24, 24), dtype=np.uint8))
+    report = evaluate_folder(tmp_path / "fused", tmp_path / "data", ["EN", "MEF-MS-SSIM"])
+    assert len(report.rows) == 1
+    values = report.rows[0].values
+    assert 0 < values["EN"] <= 8 and np.isnan(values["MEF-MS-SSIM"])
+    assert any("MEF-MS-SSIM undefined" in p for p in report.problems)

@@ -176,7 +176,13 @@ def evaluate_files(fused: str | os.PathLike[str], sources: Sequence[str | os.Pat
     dev = torch.device(device)
     ft = torch.from_numpy(f).to(dev)
     st = [torch.from_numpy(s).to(dev) for s in srcs]
-    return {k: float(v[0]) for k, v in evaluate(ft, st, names, c).items()}
+    values: dict[str, float] = {}
+    for n in names:
+        try:
+            values.update({k: float(v[0]) for k, v in evaluate(ft, st, [n], c).items()})
+        except ShapeError:  # the image is smaller than this metric's window: only this value is undefined
+            values[get_metric(n).name] = math.nan
+    return values
 
 
 def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLike[str],
@@ -262,8 +268,8 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
         report.rows.append(ImageResult(stem, values))
         nan = [k for k, v in values.items() if math.isnan(v)]
         if nan:
-            report.problems.append(f"{stem}: {', '.join(nan)} undefined (NaN), e.g. a constant image; "
-                                   "left out of the mean")
+            report.problems.append(f"{stem}: {', '.join(nan)} undefined (NaN: e.g. a constant image, or an "
+                                   "image smaller than the metric's window); left out of the mean")
     return report
 
 
