@@ -48,3 +48,16 @@ def official_csc_ivf_dir() -> Path:
 def official_csc_ivf():
     from fusecli import create_model
     return create_model("cscfuse-ivf", checkpoint=_need(OFFICIAL_CSC_IVF))
+
+
+def fusion_triplet(h: int = 30, w: int = 34, *, seed: int, fused_noise: float):
+    """A synthetic (fused, A, B) triplet of 0-255 gray float arrays for metric tests: A is a
+    textured pattern, B a ramp with heavy noise, F their mean plus ``fused_noise``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.clip(110 + 80 * np.sin(xx / 5.0) + rng.normal(0, 10, (h, w)), 0, 255).round()
+    b = np.clip(30 + 4 * yy + rng.normal(0, 25, (h, w)), 0, 255).round()
+    f = np.clip(0.5 * a + 0.5 * b + rng.normal(0, fused_noise, (h, w)), 0, 255).round()
+    return f, a, b

@@ -13,16 +13,13 @@ import torch
 from fusecli.errors import ShapeError
 from fusecli.metrics import evaluate, get_metric
 
+from .conftest import fusion_triplet
+
 ndimage = pytest.importorskip("scipy.ndimage")
 
 
 def _images(h=30, w=34, seed=5):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.clip(110 + 80 * np.sin(xx / 5.0) + rng.normal(0, 10, (h, w)), 0, 255).round()
-    b = np.clip(30 + 4 * yy + rng.normal(0, 25, (h, w)), 0, 255).round()
-    f = np.clip(0.5 * a + 0.5 * b + rng.normal(0, 12, (h, w)), 0, 255).round()
-    return f, a, b
+    return fusion_triplet(h, w, seed=seed, fused_noise=12)
 
 
 F, A, B = _images()

@@ -14,16 +14,13 @@ from fusecli.metrics.basic import ei
 from fusecli.metrics.information import ce, nmi
 from fusecli.metrics.structural import uiqi, uiqi_pair
 
+from .conftest import fusion_triplet
+
 ndimage = pytest.importorskip("scipy.ndimage")
 
 
 def _images(h=30, w=34, seed=3):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.clip(110 + 80 * np.sin(xx / 5.0) + rng.normal(0, 10, (h, w)), 0, 255).round()
-    b = np.clip(30 + 4 * yy + rng.normal(0, 25, (h, w)), 0, 255).round()
-    f = np.clip(0.5 * a + 0.5 * b + rng.normal(0, 4, (h, w)), 0, 255).round()
-    return f, a, b
+    return fusion_triplet(h, w, seed=seed, fused_noise=4)
 
 
 F, A, B = _images()
