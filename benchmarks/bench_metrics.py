@@ -8,6 +8,11 @@ implementation of the same definitions, written here the way CDDFuse's Python Ev
         OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py                  # glibc keeps freed memory
     OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py --fused DIR          # real fused images
     python benchmarks/bench_metrics.py --device cuda
+    OMP_NUM_THREADS=1 python benchmarks/bench_metrics.py --slow-only       # FMI ×4 and Q_P only
+
+It then times the slow windowed metrics one by one — FMI (edge, pixel, dct, gradient features) and
+Q_P — on 640×480 crops (the centre of every TNO pair at least that large; ``--slow N`` pairs,
+default 3) and prints milliseconds per image for each.
 
 Without --fused, the stand-in fused image of each pair is round((IR + VIS) / 2). Images are
 decoded once before timing (both sides get the same float arrays); the timings cover the metric
@@ -158,6 +163,44 @@ def b_ssim(f, a, b):
 BASELINE = {"EN": lambda f, a, b: b_en(f), "SD": lambda f, a, b: b_sd(f), "SF": lambda f, a, b: b_sf(f),
             "MI": b_mi, "SCD": b_scd, "VIF": b_vif, "Qabf": b_qabf, "SSIM": b_ssim}
 
+# ------------------------------------------------------------------ FMI / Q_P timing
+
+SLOW = ["FMI", "FMI_pixel", "FMI_dct", "FMI_gradient", "Q_P"]
+
+
+def time_slow_metrics(dataset: Path, n: int, dev: torch.device) -> dict[str, float]:
+    """Milliseconds per 640×480 image for each of ``SLOW`` (cddfuse convention: FMI_pixel = raw
+    pixels), on the centre crops of the first ``n`` pairs at least that large; stand-in fused
+    image round((IR+VIS)/2). Each metric runs once per image after one warm-up image."""
+    crops = []
+    for pr in scan_pairs(dataset).pairs:
+        a, b = (load_gray(p, "cddfuse") for p in pr.paths)
+        h, w = a.shape
+        if h >= 480 and w >= 640:
+            t, l = (h - 480) // 2, (w - 640) // 2
+            a, b = a[t:t + 480, l:l + 640], b[t:t + 480, l:l + 640]
+            f = np.round((a + b) / 2)
+            crops.append(tuple(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))[None, None].to(dev)
+                               for x in (f, a, b)))
+        if len(crops) == n:
+            break
+    if not crops:
+        print("no pair of at least 640×480 in the dataset; FMI / Q_P timing skipped")
+        return {}
+    res = {}
+    for name in SLOW:
+        evaluate(*crops[0][:1], list(crops[0][1:]), [name], "cddfuse")  # warm-up (filter caches)
+        t0 = time.perf_counter()
+        for f, a, b in crops:
+            evaluate(f, [a, b], [name], "cddfuse")
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        res[name] = 1000 * (time.perf_counter() - t0) / len(crops)
+    print(f"per 640×480 image ({len(crops)} TNO centre crops, {dev.type}, {torch.get_num_threads()} thread(s)): "
+          + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items()))
+    return res
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -168,8 +211,17 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, like the baseline)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--slow", type=int, default=3, help="640×480 pairs for the FMI / Q_P timing (0: skip)")
+    ap.add_argument("--slow-only", action="store_true", help="only the FMI / Q_P timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.slow_only:
+        slow = time_slow_metrics(args.dataset, args.slow, torch.device(args.device))
+        if args.json:
+            args.json.write_text(json.dumps({"slow_ms_per_image": slow, "device": args.device,
+                                             "threads": args.threads, "machine": platform.platform(),
+                                             "torch": torch.__version__}, indent=2))
+        return
 
     scan = scan_pairs(args.dataset)
     data = []
@@ -231,11 +283,12 @@ def main() -> None:
           + ", ".join(f"{n} {worst[n]:.1e}" for n in NAMES))
     means = {n: float(np.mean([ours[s][n] for s in ours])) for n in NAMES}
     print("means (cddfuse convention): " + ", ".join(f"{n} {means[n]:.4f}" for n in NAMES))
+    slow = time_slow_metrics(args.dataset, args.slow, dev) if args.slow > 0 else {}
     if args.json:
         args.json.write_text(json.dumps({
             "pairs": len(data), "baseline_s": t_base, "fusecli_s": t_ours, "speedup": t_base / t_ours,
             "device": args.device, "threads": args.threads, "max_rel_diff": worst, "means": means,
-            "machine": platform.platform(), "torch": torch.__version__}, indent=2))
+            "slow_ms_per_image": slow, "machine": platform.platform(), "torch": torch.__version__}, indent=2))
 
 
 if __name__ == "__main__":

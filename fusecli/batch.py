@@ -174,7 +174,10 @@ def _weights_sha256(checkpoint: str | Path | None, weights: str | None, model_na
         return {f.name: sha256_file(f) for f in files}
     if weights is None:
         return None
-    card = find_card(get_entry(model_name).default_weights if weights == "default" else weights)
+    card_name = get_entry(model_name).default_weights if weights == "default" else weights
+    if card_name is None:  # a fixed-parameter model (needs_weights=False, e.g. derun-admm): no file
+        return None
+    card = find_card(card_name)
     return {card.file: card.sha256}
 
 

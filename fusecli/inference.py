@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .color import merge_luma, split_luma
+from .color import merge_luma, rgb_to_y, split_luma
 from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
-from .io import read_image, write_image
+from .io import read_cube, read_image, write_cube, write_image
 from .tiling import tiled
 
-__all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "stretch", "FuseResult"]
+__all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "fuse_cube_files", "stretch",
+           "FuseResult", "check_source_count"]
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -57,6 +58,31 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def check_source_count(model: nn.Module, count: int) -> None:
+    """Raise ShapeError unless ``model`` fuses ``count`` sources.
+
+    A model fuses ``len(model.inputs)`` sources, or any number from ``model.min_inputs`` to
+    ``model.max_inputs`` (None: no limit) when it defines them (CSC-MEF: K >= 2 exposures).
+    """
+    roles = tuple(getattr(model, "inputs", ()))
+    low = getattr(model, "min_inputs", len(roles))
+    high = getattr(model, "max_inputs", len(roles))
+    if not roles and not hasattr(model, "min_inputs"):
+        return
+    if count < low or (high is not None and count > high):
+        if high is None:
+            raise ShapeError(f"this model fuses {low} or more images ({', '.join(roles)}, ...), got {count}")
+        if low == high:
+            raise ShapeError(f"this model fuses {low} images ({', '.join(roles)}), got {count}")
+        raise ShapeError(f"this model fuses {low} to {high} images, got {count}")
+
+
+def _colour_mode(model: nn.Module) -> str:
+    """``"luma"`` (the model fuses (B, 1, H, W) luminance; colour is handled here), ``"model"``
+    (it takes and returns RGB itself, e.g. CSC-MEF) or ``"cube"`` (a spectral cube and a guide)."""
+    return getattr(model, "colour", "luma")
+
+
 def _run(model: nn.Module, sources: list[torch.Tensor]) -> torch.Tensor:
     """Run the model once on (B, 1, h, w) sources: pad to its multiple, crop back."""
     h, w = sources[0].shape[-2:]
@@ -76,25 +102,31 @@ def fuse_tensors(
 
     Args:
         model: a registered model in eval mode (see :mod:`fusecli.models`).
-        sources: (B, 1, H, W) float32 tensors in [0, 1], one per ``model.inputs`` role, in that order.
+        sources: (B, 1, H, W) float32 tensors in [0, 1], one per ``model.inputs`` role, in that order
+            (a model with ``colour = "model"`` takes (B, 3, H, W) RGB, and K >= ``min_inputs`` of them).
         tile: process in tiles of this side (0: whole image at once).
         overlap: overlap of neighbouring tiles, blended linearly.
 
     Returns:
-        The fused (B, 1, H, W) tensor in [0, 1], on the model's device.
+        The fused (B, 1, H, W) tensor in [0, 1] ((B, 3, H, W) for ``colour = "model"``), on the
+        model's device.
 
     Raises:
         ShapeError: wrong number of sources, mismatched shapes, or an image smaller than the model's
             minimum size.
         DeviceError: the device ran out of memory.
     """
-    roles = getattr(model, "inputs", ())
-    if roles and len(sources) != len(roles):
-        raise ShapeError(f"this model fuses {len(roles)} images ({', '.join(roles)}), got {len(sources)}")
+    mode = _colour_mode(model)
+    if mode == "cube":
+        raise ConfigError("this model super-resolves a spectral cube with a guide image: use fuse_cube_files "
+                          "(fusecli fuse CUBE GUIDE -o OUT)")
+    check_source_count(model, len(sources))
+    channels = 3 if mode == "model" else 1
     shape = sources[0].shape
     for s in sources:
-        if s.dim() != 4 or s.shape[1] != 1:
-            raise ShapeError(f"sources must be (B, 1, H, W) luminance tensors, got {tuple(s.shape)}")
+        if s.dim() != 4 or s.shape[1] != channels:
+            kind = "RGB" if channels == 3 else "luminance"
+            raise ShapeError(f"sources must be (B, {channels}, H, W) {kind} tensors, got {tuple(s.shape)}")
         if s.shape != shape:
             raise ShapeError(f"sources differ in shape: {tuple(shape)} vs {tuple(s.shape)}")
     min_size = getattr(model, "min_size", 1)
@@ -106,6 +138,9 @@ def fuse_tensors(
     try:
         with torch.inference_mode():
             if tile and (shape[-1] > tile or shape[-2] > tile):
+                if not getattr(model, "tileable", True):
+                    raise ConfigError(f"{type(model).__name__} cannot fuse in tiles (its output depends on "
+                                      "whole-image statistics); leave out --tile")
                 if tile < min_size:
                     raise ShapeError(f"--tile {tile} is smaller than this model's minimum size {min_size}")
                 # a model without a (finite) receptive radius gets `overlap` pixels of context
@@ -144,9 +179,20 @@ def fuse_images(
         gray: force a gray (1-channel) output.
         tile, overlap: see :func:`fuse_tensors`.
 
+    A model with ``colour = "model"`` (CSC-MEF) fuses colour itself: it gets the RGB images (gray
+    ones repeated to three channels) and its RGB output is returned as it is (its luminance with
+    ``gray``).
+
     Returns:
         (B, 3, H, W) colour or (B, 1, H, W) gray tensor in [0, 1].
     """
+    if _colour_mode(model) == "model":
+        for im in images:
+            if im.dim() != 4 or im.shape[1] not in (1, 3):
+                raise ShapeError(f"images must be (B, 1 or 3, H, W) tensors, got {tuple(im.shape)}")
+        rgb = [im.expand(-1, 3, -1, -1) if im.shape[1] == 1 else im for im in images]
+        fused = fuse_tensors(model, rgb, tile=tile, overlap=overlap)
+        return rgb_to_y(fused).clamp(0, 1) if gray else fused
     split = [split_luma(im) for im in images]
     chroma = None
     if not gray:
@@ -167,10 +213,23 @@ def stretch(image: torch.Tensor, low: float = 0.005, high: float = 0.995) -> tor
     Args: image (B, C, H, W) in [0, 1]. Returns the same shape; a constant image comes back unchanged.
     """
     flat = image.flatten(1).float()
-    qs = torch.quantile(flat, torch.tensor([low, high], device=image.device), dim=1)
-    lo, hi = qs[0].view(-1, 1, 1, 1), qs[1].view(-1, 1, 1, 1)
+    lo, hi = _quantile(flat, low).view(-1, 1, 1, 1), _quantile(flat, high).view(-1, 1, 1, 1)
     span = hi - lo
     return torch.where(span > 0, ((image - lo) / span.clamp_min(1e-12)).clamp(0, 1), image)
+
+
+def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row ``q`` quantile of (B, N) with linear interpolation (as ``torch.quantile``, which
+    refuses more than 2**24 values: a 2100x2700 RGB image has 17 million)."""
+    n = flat.shape[1]
+    pos = q * (n - 1)
+    below = int(pos)
+    above = min(below + 1, n - 1)
+    a = flat.kthvalue(below + 1, dim=1).values
+    if above == below or pos == below:
+        return a
+    b = flat.kthvalue(above + 1, dim=1).values
+    return a + (b - a) * (pos - below)
 
 
 @dataclass(frozen=True)
@@ -212,11 +271,13 @@ def fuse_files(
     """
     if bit_depth not in (8, 16):
         raise ConfigError(f"--bit-depth must be 8 or 16, got {bit_depth}")
-    roles = getattr(model, "inputs", ())
-    if roles and len(inputs) != len(roles):
-        raise ShapeError(f"this model fuses {len(roles)} images ({', '.join(roles)}), got {len(inputs)}")
     if not inputs:
         raise ImageReadError("no input images given")
+    check_source_count(model, len(inputs))
+    if _colour_mode(model) == "cube":
+        if tile:
+            raise ConfigError("--tile is not supported for cube super-resolution; leave it out")
+        return fuse_cube_files(model, inputs[0], inputs[1], output)
     start = time.perf_counter()
     loaded = [read_image(p) for p in inputs]
     sizes = {(info.width, info.height) for _, info in loaded}
@@ -228,3 +289,44 @@ def fuse_files(
     path = write_image(output, fused.cpu(), bit_depth=bit_depth, protect=inputs)
     _, channels, height, width = fused.shape
     return FuseResult(Path(path), width, height, channels, time.perf_counter() - start)
+
+
+def fuse_cube_files(
+    model: nn.Module,
+    cube: str | Path,
+    guide: str | Path,
+    output: str | Path,
+) -> FuseResult:
+    """Super-resolve a spectral cube with a guide image (CSC-MSF) and write it atomically.
+
+    Args:
+        model: a model with ``colour = "cube"`` (``cscfuse-msf``).
+        cube: the low-resolution cube: ``.npy``, multi-page ``.tif`` or a folder of band images
+            (:func:`fusecli.io.read_cube`).
+        guide: the RGB guide image at ``model.config.scale`` times the cube's resolution.
+        output: the output cube (:func:`fusecli.io.write_cube`: the format its path names, in the
+            input's sample type and layout).
+
+    Returns:
+        A :class:`FuseResult` (``channels``: the number of bands).
+
+    Raises:
+        ImageReadError, ImageWriteError, ShapeError, DeviceError, ConfigError.
+    """
+    if _colour_mode(model) != "cube":
+        raise ConfigError(f"{type(model).__name__} fuses images, not a cube and a guide; use fuse_files")
+    start = time.perf_counter()
+    lr, info = read_cube(cube)
+    rgb, _ = read_image(guide)
+    device = next(model.parameters()).device
+    try:
+        with torch.inference_mode():
+            out = model(lr.to(device), rgb.to(device)).clamp(0, 1).cpu()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
+            raise
+        raise DeviceError(f"out of memory on {device} super-resolving a {info.width}x{info.height} cube; "
+                          "use --device cpu or a smaller cube") from exc
+    path = write_cube(output, out, like=info, protect=[cube, guide])
+    _, bands, height, width = out.shape
+    return FuseResult(Path(path), width, height, bands, time.perf_counter() - start)

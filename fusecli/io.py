@@ -17,9 +17,12 @@ Formats:
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import cv2
@@ -29,7 +32,8 @@ import torch
 
 from fusecli.errors import ImageReadError, ImageWriteError, ShapeError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "list_images", "quantize", "read_image", "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "list_images", "quantize", "read_image", "write_image",
+           "CUBE_FILE_EXTENSIONS", "CubeInfo", "read_cube", "write_cube"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) that fusecli reads and writes."""
@@ -342,3 +346,263 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         and entry.is_file()
     ]
     return sorted(images, key=lambda entry: entry.name)
+
+
+# --- spectral cubes ---------------------------------------------------------------------------------
+
+CUBE_FILE_EXTENSIONS = (".npy", ".tif", ".tiff")
+"""Single-file cube formats; a folder of one image per band is the third format."""
+
+
+@dataclass(frozen=True)
+class CubeInfo:
+    """What :func:`read_cube` found on disk (and what :func:`write_cube` reproduces).
+
+    Attributes:
+        path: the file or folder that was read.
+        format: ``"npy"`` (a NumPy array), ``"tiff"`` (a multi-page TIFF, one page per band) or
+            ``"folder"`` (one gray image file per band, in natural name order).
+        dtype: the stored sample type: ``"uint8"``, ``"uint16"`` or ``"float32"``/``"float64"``.
+        layout: ``"chw"`` or ``"hwc"``: the axis order of a ``.npy`` array (``"chw"`` otherwise).
+        bands, height, width: the cube's size.
+        band_names: the band files of a folder (empty otherwise).
+    """
+
+    path: Path
+    format: str
+    dtype: str
+    layout: str
+    bands: int
+    height: int
+    width: int
+    band_names: tuple[str, ...] = ()
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _cube_from_array(array: np.ndarray, path: Path) -> torch.Tensor:
+    """(C, H, W) integer or float array -> (1, C, H, W) float32 in [0, 1]."""
+    if array.dtype == np.uint8 or array.dtype == np.uint16:
+        scale = np.float32(_MAX_VALUE[8 if array.dtype == np.uint8 else 16])
+        data = array.astype(np.float32) / scale
+    elif array.dtype in (np.float16, np.float32, np.float64):
+        data = array.astype(np.float32)
+        if not np.isfinite(data).all():
+            raise ImageReadError(f"cannot read cube '{path}': it holds NaN or infinite values; clean it first")
+        lo, hi = float(data.min()), float(data.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ImageReadError(f"cannot read cube '{path}': float values must lie in [0, 1], found "
+                                 f"{lo:.4g}..{hi:.4g}; scale the cube (e.g. divide by its maximum) first")
+        data = np.clip(data, 0, 1)
+    else:
+        raise ImageReadError(f"cannot read cube '{path}': unsupported sample type {array.dtype}; use uint8, "
+                             "uint16 or float in [0, 1]")
+    return torch.from_numpy(np.ascontiguousarray(data)).unsqueeze(0)
+
+
+def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[torch.Tensor, CubeInfo]:
+    """Read a spectral cube (e.g. 31 bands, 400-700 nm) from a ``.npy`` file, a multi-page TIFF or a
+    folder of one gray image per band.
+
+    Args:
+        path: ``cube.npy`` (2-D: one band; 3-D: (C, H, W) or (H, W, C); 4-D: (1, C, H, W)),
+            ``cube.tif``/``.tiff`` (one page per band) or a folder of gray PNG/TIFF/... band images of
+            one size and bit depth, ordered by name with numbers compared as numbers
+            (``band_2`` before ``band_10``; CAVE's ``*_ms_01.png`` ... ``*_ms_31.png``); colour
+            images in the folder (CAVE keeps ``<scene>_RGB.bmp`` there) are not bands and are skipped.
+        layout: axis order of a 3-D ``.npy``: ``"chw"``, ``"hwc"`` or ``"auto"`` (the band axis is
+            the smallest axis, which must be the first or the last; ``"chw"`` on a tie).
+
+    Returns:
+        ``(cube, info)``: cube is a (1, C, H, W) float32 tensor in [0, 1] (uint8 / 255, uint16 /
+        65535, float as stored, which must lie in [0, 1]); ``info`` records the format, sample
+        type and layout for :func:`write_cube`.
+
+    Raises:
+        ImageReadError: missing or unreadable path, unsupported format, type, shape or values, or
+            band images that differ in size, bit depth or are not gray.
+    """
+    path = Path(path)
+    if layout not in ("auto", "chw", "hwc"):
+        raise ImageReadError(f"cube layout must be auto, chw or hwc, got {layout!r}")
+    if not path.exists():
+        raise ImageReadError(f"cannot read cube '{path}': it does not exist; check the path")
+    if path.is_dir():
+        return _read_cube_folder(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ImageReadError(f"cannot read cube '{path}': not a readable .npy array ({error})") from error
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim == 2:
+            array = array[np.newaxis]
+        if array.ndim != 3:
+            raise ImageReadError(f"cannot read cube '{path}': expected a (C, H, W) or (H, W, C) array, got shape "
+                                 f"{array.shape}")
+        chosen = layout
+        if layout == "auto":
+            c0, h0, c2 = array.shape
+            if c0 <= min(h0, c2):
+                chosen = "chw"
+            elif c2 < min(c0, h0):
+                chosen = "hwc"
+            else:
+                raise ImageReadError(f"cannot read cube '{path}': cannot tell the band axis of shape {array.shape}; "
+                                     "store it as (C, H, W) or (H, W, C) with fewer bands than rows and columns")
+        if chosen == "hwc":
+            array = array.transpose(2, 0, 1)
+        cube = _cube_from_array(array, path)
+        info = CubeInfo(path, "npy", str(array.dtype), chosen, *cube.shape[1:])
+        return cube, info
+    if suffix in (".tif", ".tiff"):
+        try:
+            data = np.fromfile(path, np.uint8)
+            ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
+        except (OSError, cv2.error):
+            ok, pages = False, []
+        if not ok or not pages:
+            raise ImageReadError(f"cannot read cube '{path}': not a readable (multi-page) TIFF")
+        if any(p.ndim != 2 for p in pages) or len({(p.shape, p.dtype) for p in pages}) != 1:
+            raise ImageReadError(f"cannot read cube '{path}': every page must be one gray band of the same "
+                                 "size and sample type")
+        array = np.stack(pages)
+        cube = _cube_from_array(array, path)
+        return cube, CubeInfo(path, "tiff", str(array.dtype), "chw", *cube.shape[1:])
+    raise ImageReadError(f"cannot read cube '{path}': unknown format {path.suffix!r}; use .npy, a multi-page "
+                         ".tif, or a folder of one image per band")
+
+
+def _read_cube_folder(folder: Path) -> tuple[torch.Tensor, CubeInfo]:
+    files = sorted(list_images(folder), key=lambda p: _natural_key(p.name))
+    if not files:
+        raise ImageReadError(f"cannot read cube '{folder}': the folder holds no band images "
+                             f"({', '.join(IMAGE_EXTENSIONS)})")
+    bands, depths, names = [], set(), []
+    for file in files:
+        band, info = read_image(file)
+        if band.shape[1] != 1:
+            continue  # a colour image beside the bands (CAVE's <scene>_RGB.bmp) is not a band
+        if bands and band.shape != bands[0].shape:
+            raise ImageReadError(f"cannot read cube '{folder}': '{file.name}' is {info.width}x{info.height}, "
+                                 f"'{files[0].name}' is {bands[0].shape[-1]}x{bands[0].shape[-2]}")
+        bands.append(band)
+        depths.add(info.bit_depth)
+        names.append(file.name)
+    if not bands:
+        raise ImageReadError(f"cannot read cube '{folder}': it holds no gray band images (only colour images)")
+    if len(depths) > 1:
+        raise ImageReadError(f"cannot read cube '{folder}': the band images mix 8-bit and 16-bit files")
+    cube = torch.cat(bands, dim=1)
+    dtype = "uint8" if depths == {8} else "uint16"
+    return cube, CubeInfo(folder, "folder", dtype, "chw", *cube.shape[1:], tuple(names))
+
+
+def _cube_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return "npy"
+    if suffix in (".tif", ".tiff"):
+        return "tiff"
+    if suffix in IMAGE_EXTENSIONS:
+        raise ImageWriteError(f"cannot write cube '{path}': a cube is a .npy file, a multi-page .tif, or a "
+                              f"folder (a path without an image extension) of one image per band")
+    if path.exists() and not path.is_dir():
+        raise ImageWriteError(f"cannot write cube '{path}': it exists and is not a folder")
+    return "folder"
+
+
+def write_cube(
+    path: str | os.PathLike[str],
+    cube: torch.Tensor | np.ndarray,
+    *,
+    like: CubeInfo | None = None,
+    protect: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write a spectral cube atomically, in the format the path names (see :func:`read_cube`).
+
+    ``.npy``: the array in ``like``'s sample type and layout (default float32, (C, H, W));
+    ``.tif``/``.tiff``: one page per band, ``like``'s sample type (default float32); any other
+    path: a folder of ``<folder name>_NN.png`` band images, 16-bit unless ``like`` is 8-bit
+    (written into a hidden temporary folder, then renamed into place; an existing folder is
+    replaced). Integer types store ``rint(x * 255)`` / ``rint(x * 65535)``.
+
+    Args:
+        path: output file or folder.
+        cube: (1, C, H, W) or (C, H, W) float in [0, 1] (clipped).
+        like: the :class:`CubeInfo` of the input cube, to write the same sample type and layout.
+        protect: input paths that must not be overwritten.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ImageWriteError: an image extension other than .tif, a protected input, or an unwritable path.
+        ShapeError: ``cube`` is not (1, C, H, W) or (C, H, W).
+    """
+    path = Path(path)
+    kind = _cube_format(path)
+    if any(_same_file(path, Path(other)) for other in protect):
+        raise ImageWriteError(f"refusing to write '{path}': it is one of the inputs; choose another output path")
+    if isinstance(cube, torch.Tensor):
+        cube = cube.detach().cpu().numpy()
+    array = np.asarray(cube, dtype=np.float32)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3:
+        raise ShapeError(f"write_cube expects a (1, C, H, W) or (C, H, W) cube, got shape {np.shape(cube)}")
+    array = np.clip(array, 0, 1)
+    dtype = like.dtype if like is not None else "float32"
+    if kind == "folder" and dtype not in ("uint8", "uint16"):
+        dtype = "uint16"
+    if dtype in ("uint8", "uint16"):
+        array = np.rint(array * _MAX_VALUE[8 if dtype == "uint8" else 16]).astype(dtype)
+    else:
+        array = array.astype(dtype if dtype in ("float32", "float64") else "float32")
+    try:
+        if kind == "npy":
+            if like is not None and like.format == "npy" and like.layout == "hwc":
+                array = array.transpose(1, 2, 0)
+            buffer = BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, buffer.getvalue())
+        elif kind == "tiff":
+            ok, encoded = cv2.imencodemulti(".tiff", [np.ascontiguousarray(band) for band in array])
+            if not ok:
+                raise ImageWriteError(f"cannot write '{path}': OpenCV failed to encode the cube as TIFF")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, encoded.tobytes())
+        else:
+            _write_cube_folder(path, array)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ImageWriteError(f"cannot write '{path}': {reason}; choose a writable output folder") from error
+    return path
+
+
+def _write_cube_folder(folder: Path, array: np.ndarray) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = folder.with_name(f".{folder.name}.{secrets.token_hex(8)}.tmp")
+    digits = max(2, len(str(array.shape[0])))
+    try:
+        temporary.mkdir()
+        for index, band in enumerate(array, start=1):
+            ok, encoded = cv2.imencode(".png", band)
+            if not ok:
+                raise ImageWriteError(f"cannot write '{folder}': OpenCV failed to encode band {index} as PNG")
+            write_bytes_atomic(temporary / f"{folder.name}_{index:0{digits}d}.png", encoded.tobytes())
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.{secrets.token_hex(8)}.old")
+            os.replace(folder, old)
+        os.replace(temporary, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise

@@ -10,7 +10,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .errors import ShapeError
+from .errors import ConfigError, ShapeError
 
 
 @functools.lru_cache(maxsize=8)
@@ -54,3 +54,142 @@ def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1
 def ssim_loss(x: torch.Tensor, y: torch.Tensor, *, window: int = 11) -> torch.Tensor:
     """kornia's (old) SSIM loss, ``(1 - SSIM) / 2``, in [0, 1]."""
     return (1 - ssim(x, y, window=window)) / 2
+
+
+def lgde_loss(x: torch.Tensor, v: torch.Tensor, *, softness: float = 0.1) -> torch.Tensor:
+    """DeRUN's LGDE loss (He et al., ICCV 2023, Eq. 14): ``MSE(E(D(x)), E(D(v)))``.
+
+    ``E(D(·))`` is the multi-scale local gradient direction entropy map of
+    :func:`fusecli.metrics.lgde.lgde_map` (8 Sobel direction bins, 3×3 and dilated 5×5 blocks,
+    reflection padding, flat pixels left out, bits) with soft binning so that it is differentiable.
+
+    Args:
+        x: (B, 1, H, W) tensor in [0, 1], the fused image (gradients flow into it).
+        v: (B, 1, H, W) tensor in [0, 1], the target (DeRUN: the visible image); H, W >= 3.
+        softness: soft-binning temperature (> 0 for a useful gradient; 0 = hard bins, whose
+            gradient is zero almost everywhere).
+
+    Returns:
+        Scalar tensor, the mean squared difference of the two entropy maps (bits²).
+
+    Raises:
+        ShapeError: x and v differ in shape or are not (B, 1, H, W) floating tensors of at least 3×3.
+    """
+    from .metrics.lgde import lgde_map
+
+    if x.shape != v.shape:
+        raise ShapeError(f"lgde_loss needs two tensors of one shape, got {tuple(x.shape)} and {tuple(v.shape)}")
+    return F.mse_loss(lgde_map(x, softness=softness), lgde_map(v, softness=softness))
+
+
+# --- FRUFN / EFRUFN: sequential gradient transfer (Wang et al., TPAMI 2026, §3.1) ----------------
+
+def _check_same(name: str, *tensors: torch.Tensor) -> None:
+    first = tensors[0]
+    for t in tensors:
+        if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape != first.shape:
+            shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+                               for x in tensors)
+            raise ShapeError(f"{name} needs (B, C, H, W) tensors of one shape, got {shapes}")
+
+
+def sobel_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``|Sobel_x * x| + |Sobel_y * x|`` per channel, zero-padded borders (the FRUFN code's ``Sobelxy``).
+
+    Args:
+        x: (B, C, H, W) float tensor.
+
+    Returns:
+        (B, C, H, W) tensor >= 0 (up to 8 for images in [0, 1]); differentiable.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ShapeError(f"sobel_gradient needs a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    w = torch.tensor([[[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],   # gx
+                      [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]],  # gy
+                     dtype=x.dtype, device=x.device)
+    c = x.shape[1]
+    g = F.conv2d(x, w[:, None].repeat(c, 1, 1, 1), padding=1, groups=c)
+    return g[:, 0::2].abs() + g[:, 1::2].abs()
+
+
+def gradient_transfer_loss(student: torch.Tensor, teacher: torch.Tensor, *, mode: str = "paper") -> torch.Tensor:
+    """FRUFN's gradient-transfer loss from a frozen teacher's output to the student's.
+
+    ``mode="paper"`` is eq. 3 of the paper, ``mean(max(∇T - ∇S, 0))`` with ``∇`` the Sobel
+    gradient of :func:`sobel_gradient`: only pixels where the teacher's gradient is larger than the
+    student's are transferred, so the loss is 0 wherever the student already has the larger gradient.
+    ``mode="official"`` is the authors' code (``loss_vif.L_GT_Grad``): with
+    ``M = max(∇T, ∇S)``, ``mean(|∇T·M - ∇S·M|)`` -- a symmetric, gradient-weighted L1 that also
+    pulls larger student gradients down to the teacher's.
+
+    Args:
+        student: (B, C, H, W) output of the model being trained (gradients flow into it).
+        teacher: (B, C, H, W) output of the frozen previous-stage model (detached here).
+        mode: ``"paper"`` or ``"official"``.
+
+    Returns:
+        Scalar tensor >= 0.
+
+    Raises:
+        ShapeError: the shapes differ; ConfigError: unknown ``mode``.
+    """
+    _check_same("gradient_transfer_loss", student, teacher)
+    g_s, g_t = sobel_gradient(student), sobel_gradient(teacher.detach())
+    if mode == "paper":
+        return torch.relu(g_t - g_s).mean()
+    if mode == "official":
+        m = torch.maximum(g_t, g_s)
+        return (g_t * m - g_s * m).abs().mean()
+    raise ConfigError(f"gradient_transfer_loss mode must be 'paper' or 'official', got {mode!r}")
+
+
+def gradient_weighted_ssim(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``w_a SSIM(a, F) + w_b SSIM(b, F)`` with ``w_a = mean ∇a / (mean ∇a + mean ∇b)`` (Sobel
+    gradients, means over the whole batch), as the FRUFN / SwinFusion code's ``L_SSIM``.
+
+    Args:
+        fused, a, b: (B, C, H, W) tensors in [0, 1].
+
+    Returns:
+        Scalar tensor, at most 1 (:func:`ssim`, Gaussian window 11, sigma 1.5).
+    """
+    _check_same("gradient_weighted_ssim", fused, a, b)
+    ga, gb = sobel_gradient(a).mean(), sobel_gradient(b).mean()
+    total = (ga + gb).clamp(min=1e-12)
+    return ga / total * ssim(a, fused) + gb / total * ssim(b, fused)
+
+
+#: weights of the FRUFN code's ``fusion_loss_med`` (used for its IVF stage): intensity, texture,
+#: structure, contrast (standard deviation, subtracted)
+IVF_LOSS_WEIGHTS = {"intensity": 20.0, "texture": 100.0, "structure": 50.0, "std": 50.0}
+
+
+def ivf_unsupervised_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *,
+                          weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """FRUFN's unsupervised stage-3 loss, eqs. 4-7 as the authors' ``fusion_loss_med`` computes them.
+
+    ``20 L_int + 100 L_text + 50 (1 - SSIM_w) - 50 std(|F|)`` with ``L_int = |F - max(a, b)|``
+    (eq. 5), ``L_text = |∇F - max(∇a, ∇b)|`` (eq. 6, Sobel), ``SSIM_w`` the gradient-weighted SSIM of
+    :func:`gradient_weighted_ssim` (the code's form of eq. 7) and ``std`` the per-image standard
+    deviation of ``|F|``, averaged over the batch (a contrast term the code adds; the paper omits it).
+
+    Args:
+        fused: (B, 1, H, W) fused image (gradients flow into it).
+        a, b: (B, 1, H, W) sources in [0, 1] (visible luminance and infrared; the loss is symmetric).
+        weights: override of :data:`IVF_LOSS_WEIGHTS` (same keys).
+
+    Returns:
+        ``(loss, logs)``: the scalar loss and the unweighted terms as floats.
+
+    Raises:
+        ShapeError: the shapes differ.
+    """
+    _check_same("ivf_unsupervised_loss", fused, a, b)
+    w = {**IVF_LOSS_WEIGHTS, **(weights or {})}
+    intensity = F.l1_loss(fused, torch.maximum(a, b))
+    texture = F.l1_loss(sobel_gradient(fused), torch.maximum(sobel_gradient(a), sobel_gradient(b)))
+    structure = 1 - gradient_weighted_ssim(fused, a, b)
+    std = fused.abs().std(dim=(2, 3), unbiased=False).mean()
+    loss = w["intensity"] * intensity + w["texture"] * texture + w["structure"] * structure - w["std"] * std
+    return loss, {"intensity": intensity.item(), "texture": texture.item(), "structure": structure.item(),
+                  "std": std.item()}

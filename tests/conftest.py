@@ -12,6 +12,7 @@ SAMPLES = REPO / "samples"
 SHARED = REPO.parent / "shared"
 OFFICIAL_AUIF = SHARED / "checkpoints" / "official" / "auif"
 OFFICIAL_CSC_IVF = SHARED / "checkpoints" / "official" / "cscfuse" / "CSC-IVF"
+OFFICIAL_EFRUFN = SHARED / "checkpoints" / "official" / "frufn" / "ufnet_deq_deeper_ivf.pth"
 TNO = SHARED / "datasets" / "tno"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -44,6 +45,34 @@ def official_csc_ivf_dir() -> Path:
     return _need(OFFICIAL_CSC_IVF)
 
 
+@pytest.fixture
+def official_cscfuse_dir() -> Path:
+    """The official CSCFuse checkpoints: CSC-IVF/ (three files), CSC-MEF/ and CSC-MSF/ (best_net.pth)."""
+    return _need(SHARED / "checkpoints" / "official" / "cscfuse")
+
+
+@pytest.fixture(scope="session")
+def official_csc_mef():
+    from fusecli import create_model
+    return create_model("cscfuse-mef", checkpoint=_need(SHARED / "checkpoints" / "official" / "cscfuse" / "CSC-MEF"))
+
+
+@pytest.fixture(scope="session")
+def official_csc_msf():
+    from fusecli import create_model
+    return create_model("cscfuse-msf", checkpoint=_need(SHARED / "checkpoints" / "official" / "cscfuse" / "CSC-MSF"))
+
+
+@pytest.fixture
+def mefb_dir() -> Path:
+    return _need(SHARED / "datasets" / "mefb")
+
+
+@pytest.fixture
+def cave_dir() -> Path:
+    return _need(SHARED / "datasets" / "cave")
+
+
 @pytest.fixture(scope="session")
 def official_csc_ivf():
     from fusecli import create_model
@@ -61,3 +90,18 @@ def fusion_triplet(h: int = 30, w: int = 34, *, seed: int, fused_noise: float):
     b = np.clip(30 + 4 * yy + rng.normal(0, 25, (h, w)), 0, 255).round()
     f = np.clip(0.5 * a + 0.5 * b + rng.normal(0, fused_noise, (h, w)), 0, 255).round()
     return f, a, b
+
+
+@pytest.fixture
+def official_efrufn_file() -> Path:
+    return _need(OFFICIAL_EFRUFN)
+
+
+@pytest.fixture
+def harvard_mri_pet_dir() -> Path:
+    return _need(SHARED / "datasets" / "harvard_mri_pet")
+
+
+@pytest.fixture
+def harvard_mri_spect_dir() -> Path:
+    return _need(SHARED / "datasets" / "harvard_mri_spect")

@@ -1,5 +1,7 @@
 """CSC-IVF (cscfuse-ivf): official checkpoint loading (the folder loader's stem prefixes), the DCU
-update, auto-encoder reconstruction, the fusion rules and their NaN guards, shapes and tiling."""
+update, auto-encoder reconstruction, the fusion rules and their NaN guards, shapes and tiling; the
+torch saliency rule and guided filter against the official NumPy/OpenCV formulation (kept below as
+the reference); strict loading of all five official CSCFuse files."""
 
 from __future__ import annotations
 
@@ -13,7 +15,40 @@ from fusecli.errors import CheckpointError, ConfigError
 from fusecli.inference import fuse_tensors
 from fusecli.io import read_image
 from fusecli.models._weights import load_state_dict
-from fusecli.models.cscfuse import DCU, CSCIVF, CSCIVFConfig, convert_official, l1_attention, saliency_weights
+from fusecli.models.cscfuse import (DCU, CSCIVF, CSCIVFConfig, convert_official, histogram_saliency, l1_attention,
+                                    saliency_weights)
+from fusecli.models.layers import SoftThreshold, box_mean, guided_filter
+
+cv2 = pytest.importorskip("cv2")
+
+
+# --- the official saliency rule in NumPy/OpenCV (fusecli's implementation before it moved to torch) ---
+
+_DISTANCE = np.abs(np.arange(256, dtype=np.float64)[:, None] - np.arange(256, dtype=np.float64)[None, :])
+
+
+def _np_normalise(x):
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - lo
+    return np.where(span > 0, (x - lo) / np.where(span > 0, span, np.float32(1)), np.float32(0)).astype(np.float32)
+
+
+def _np_histogram_saliency(norm):
+    c = norm.shape[0]
+    q = (norm * 255).astype(np.int64).reshape(c, -1)
+    hist = np.bincount((q + 256 * np.arange(c)[:, None]).ravel(), minlength=256 * c).reshape(c, 256)
+    return np.take_along_axis((hist / q.shape[1]) @ _DISTANCE, q, axis=1).reshape(norm.shape)
+
+
+def _np_saliency_weights(ir, vis, radius=45, eps=0.01):
+    """(C, H, W) float32 -> (w_ir, w_vis): the official saliency_weight, one channel at a time."""
+    n_vis, n_ir = _np_normalise(vis), _np_normalise(ir)
+    s_vis, s_ir = _np_histogram_saliency(n_vis) + 1e-12, _np_histogram_saliency(n_ir) + 1e-12
+    p_vis, p_ir = (s_vis / (s_vis + s_ir)).astype(np.float32), (s_ir / (s_vis + s_ir)).astype(np.float32)
+    w_vis = np.stack([cv2.ximgproc.guidedFilter(n_vis[c], p_vis[c], radius, eps) for c in range(len(n_vis))])
+    w_ir = np.stack([cv2.ximgproc.guidedFilter(n_ir[c], p_ir[c], radius, eps) for c in range(len(n_ir))])
+    w_vis, w_ir = w_vis + np.float32(1e-12), w_ir + np.float32(1e-12)
+    return w_ir / (w_vis + w_ir), w_vis / (w_vis + w_ir)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -90,14 +125,63 @@ def test_every_fusion_rule_fuses_odd_sizes(official_csc_ivf_dir, fusion):
 
 def test_saliency_weights_sum_to_one_and_survive_constant_channels():
     rng = np.random.default_rng(0)
-    ir = rng.random((3, 30, 40), dtype=np.float32)
-    vis = rng.random((3, 30, 40), dtype=np.float32)
-    ir[1] = 0.7  # constant channel: the official min-max normalisation divides by zero here
-    vis[2] = -3.0
+    ir = torch.from_numpy(rng.random((2, 3, 30, 40), dtype=np.float32))
+    vis = torch.from_numpy(rng.random((2, 3, 30, 40), dtype=np.float32))
+    ir[:, 1] = 0.7  # constant channel: the official min-max normalisation divides by zero here
+    vis[:, 2] = -3.0
     w_ir, w_vis = saliency_weights(ir, vis)
-    assert np.isfinite(w_ir).all() and np.isfinite(w_vis).all()
-    assert np.allclose(w_ir + w_vis, 1, atol=1e-5)
+    assert torch.isfinite(w_ir).all() and torch.isfinite(w_vis).all()
+    assert torch.allclose(w_ir + w_vis, torch.ones(()), atol=1e-5)
     assert (w_ir >= -1e-3).all() and (w_vis >= -1e-3).all()
+    # a constant channel has no saliency (it normalises to zeros): its weight goes to the other source
+    assert (w_ir[:, 1] < 1e-3).all() and (w_ir[:, 2] > 1 - 1e-3).all()
+
+
+@pytest.mark.parametrize("shape", [(4, 37, 53), (3, 61, 90), (2, 5, 7)])
+def test_torch_saliency_equals_the_numpy_opencv_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    ir = rng.standard_normal(shape).astype(np.float32)
+    vis = (rng.random(shape) ** 3).astype(np.float32)
+    ir[0] = 0.25  # a constant channel (the reference's guard)
+    ref_ir, ref_vis = _np_saliency_weights(ir, vis)
+    # a batch of two pairs, the second one different: each sample's weights are its own
+    w_ir, w_vis = saliency_weights(torch.from_numpy(np.stack([ir, -ir])), torch.from_numpy(np.stack([vis, vis])))
+    w_torch = saliency_weights(torch.from_numpy(ir)[None], torch.from_numpy(vis)[None], impl="torch")[0]
+    assert np.abs(w_torch[0].numpy() - ref_ir).max() < 1e-5  # the all-torch path (as on CUDA)
+    assert np.abs(w_ir[0].numpy() - ref_ir).max() < 1e-5
+    assert np.abs(w_vis[0].numpy() - ref_vis).max() < 1e-5
+    assert np.abs(w_ir[1].numpy() - _np_saliency_weights(-ir, vis)[0]).max() < 1e-5
+    norm = torch.from_numpy(_np_normalise(vis))[None]
+    assert np.abs(histogram_saliency(norm)[0].numpy() - _np_histogram_saliency(_np_normalise(vis))).max() < 1e-4
+
+
+def test_guided_filter_and_box_mean_equal_opencv():
+    rng = np.random.default_rng(3)
+    guide, src = rng.random((2, 3, 40, 70), dtype=np.float32)
+    ref = np.stack([cv2.ximgproc.guidedFilter(guide[c], src[c], 45, 0.01) for c in range(3)])
+    g, p = torch.from_numpy(guide)[None], torch.from_numpy(src)[None]
+    for impl in ("torch", "opencv", "auto"):  # torch: batched over channels (the CUDA path)
+        assert np.abs(guided_filter(g, p, 45, 0.01, impl=impl)[0].numpy() - ref).max() < 1e-5
+    # a one-channel guide serves every channel
+    one = guided_filter(g[:, :1], p, 45, 0.01, impl="torch")[0].numpy()
+    assert np.abs(one[2] - cv2.ximgproc.guidedFilter(guide[0], src[2], 45, 0.01)).max() < 1e-5
+    # the box filter: OpenCV's BORDER_REFLECT for any radius (here larger than the image)
+    box_ref = np.stack([cv2.boxFilter(src[c], -1, (91, 91), borderType=cv2.BORDER_REFLECT) for c in range(3)])
+    assert np.abs(box_mean(p, 45, impl="torch")[0].numpy() - box_ref).max() < 1e-5
+    assert np.abs(box_mean(p, 45, impl="opencv")[0].numpy() - box_ref).max() < 1e-5
+    x = p.clone().requires_grad_(True)  # under autograd "auto" takes the differentiable torch path
+    assert np.abs(box_mean(x, 45).detach()[0].numpy() - box_ref).max() < 1e-5
+    # "clip": the mean over the pixels of the window inside the image
+    small = torch.arange(12.0).reshape(1, 1, 3, 4)
+    assert box_mean(small, 1, "clip")[0, 0, 0, 0] == pytest.approx((0 + 1 + 4 + 5) / 4)
+
+
+def test_soft_threshold_clamp():
+    sst = SoftThreshold(2, init=-0.1)
+    x = torch.tensor([-1.0, -0.05, 0.05, 1.0]).view(1, 1, 2, 2).expand(1, 2, 2, 2)
+    assert torch.allclose(sst(x), x + 0.1 * x.sign())  # unclamped negative threshold widens
+    sst.clamp = True
+    assert torch.equal(sst(x), x)  # clamped at 0: the identity
 
 
 def test_l1_attention_guards_zero_activity():
@@ -133,7 +217,12 @@ def test_wrong_checkpoint_is_refused(official_auif_dir, tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         create_model("cscfuse-ivf", checkpoint=tmp_path / "dec.pth")
     with pytest.raises(CheckpointError, match="no default weights"):
-        create_model("cscfuse-ivf")
+        create_model("cscfuse-mef")  # no shipped weights: the user must pass --checkpoint
+
+
+def test_shipped_weights_load_with_their_card():
+    model = create_model("cscfuse-ivf")
+    assert model.weights_info.startswith("cscfuse-ivf.roadscene (sha256 ")
 
 
 def test_config_is_validated():
@@ -141,3 +230,20 @@ def test_config_is_validated():
         CSCIVFConfig(fusion="max")
     with pytest.raises(ConfigError):
         CSCIVFConfig(blur_size=10)
+
+
+def test_all_five_official_cscfuse_files_load_strict(official_cscfuse_dir):
+    ivf = create_model("cscfuse-ivf", checkpoint=official_cscfuse_dir / "CSC-IVF")
+    assert all(n in ivf.weights_info for n in ("LISTA_Base_Train.model", "LISTA_Detail_Train.model",
+                                                "LISTA_Decoder.model"))
+    for name, folder in (("cscfuse-mef", "CSC-MEF"), ("cscfuse-msf", "CSC-MSF")):
+        model = create_model(name, checkpoint=official_cscfuse_dir / folder / "best_net.pth")
+        state, _ = load_state_dict(official_cscfuse_dir / folder / "best_net.pth")
+        assert len(model.state_dict()) == len(state)  # every official tensor has a place, none is invented
+    # one network's file in another network: a clear error naming the layout
+    with pytest.raises(CheckpointError, match="not a CSC-IVF key"):
+        create_model("cscfuse-ivf", checkpoint=official_cscfuse_dir / "CSC-MEF")
+    with pytest.raises(CheckpointError, match="not a CSC-MSF key"):
+        create_model("cscfuse-msf", checkpoint=official_cscfuse_dir / "CSC-MEF" / "best_net.pth")
+    with pytest.raises(CheckpointError, match="not a CSC-MEF key"):
+        create_model("cscfuse-mef", checkpoint=official_cscfuse_dir / "CSC-MSF" / "best_net.pth")

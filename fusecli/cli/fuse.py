@@ -13,10 +13,15 @@ from ._console import err, reporting_errors
 
 def fuse(
     inputs: list[Path] = typer.Argument(..., help="Source images in the model's order: for IR-visible models "
-                                        "INFRARED VISIBLE (medical: the functional scan, then MRI).",
+                                        "INFRARED VISIBLE (medical: the functional scan, then MRI); for "
+                                        "cscfuse-mef two or more exposures (UNDER OVER [MORE ...]); for "
+                                        "cscfuse-msf CUBE GUIDE (a .npy, multi-page .tif or folder of band "
+                                        "images, and the RGB guide at twice its resolution).",
                                         show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="Output image; the extension picks the format "
-                                "(.png, .jpg, .tif, .bmp). Never overwrites an input.", show_default=False),
+                                "(.png, .jpg, .tif, .bmp). For cscfuse-msf the output cube: .npy, .tif "
+                                "(one page per band) or a folder of band PNGs. Never overwrites an input.",
+                                show_default=False),
     model: str = typer.Option("auif", "--model", "-m", help="Model name (see `fusecli models`)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder: "
                                            "fusecli's own or the authors' official files. Default: the "
@@ -39,7 +44,9 @@ def fuse(
     """Fuse one set of aligned source images into one image.
 
     A colour visible image keeps its colour: its luminance (BT.601 Y) is fused and its chroma is put
-    back. Gray sources give a gray output.
+    back. Gray sources give a gray output. cscfuse-mef fuses any number of exposures in colour;
+    cscfuse-msf super-resolves a spectral cube with an RGB guide (fusecli fuse -m cscfuse-msf
+    cube.npy guide.png -o out.npy).
     """
     with reporting_errors():
         dev = resolve_device(device)
@@ -47,6 +54,7 @@ def fuse(
         result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
                             stretch_16bit=stretch_16bit)
     if not quiet:
-        kind = "colour" if result.channels == 3 else "gray"
-        err.print(f"wrote {result.output} ({result.width}x{result.height} {kind}, {bit_depth}-bit) with "
+        kind = {1: "gray", 3: "colour"}.get(result.channels, f"{result.channels}-band cube")
+        depth = "" if result.channels not in (1, 3) else f", {bit_depth}-bit"
+        err.print(f"wrote {result.output} ({result.width}x{result.height} {kind}{depth}) with "
                   f"{model} on {dev} in {result.seconds:.2f} s; weights: {net.weights_info}", highlight=False)

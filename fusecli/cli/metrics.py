@@ -33,16 +33,19 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
 
 
-def _best(values: list[float], higher: bool) -> float | None:
+def _best(values: list[float], higher: bool, target: float | None = None) -> float | None:
     finite = [v for v in values if not math.isnan(v)]
     if len(finite) < 2:
         return None
+    if target is not None:  # neither higher nor lower is better: closest to the ideal value
+        return min(finite, key=lambda v: abs(v - target))
     return max(finite) if higher else min(finite)
 
 
 def _print_tables(reports: list[MethodReport], per_image: bool) -> None:
     first = reports[0]
-    arrows = {m: ("↑" if get_metric(m).higher_is_better else "↓") for m in first.metrics}
+    arrows = {m: (f"→{get_metric(m).target:g}" if get_metric(m).target is not None
+                  else "↑" if get_metric(m).higher_is_better else "↓") for m in first.metrics}
     if per_image:
         for r in reports:
             t = Table(title=f"{r.name} — per image ({r.convention} convention)")
@@ -59,7 +62,8 @@ def _print_tables(reports: list[MethodReport], per_image: bool) -> None:
         t.add_column(f"{m} {arrows[m]}", justify="right")
     means = [r.mean() for r in reports]
     stds = [r.std() for r in reports]
-    best = {m: _best([mu[m] for mu in means], get_metric(m).higher_is_better) for m in first.metrics}
+    best = {m: _best([mu[m] for mu in means], get_metric(m).higher_is_better, get_metric(m).target)
+            for m in first.metrics}
     for r, mu, sd in zip(reports, means, stds):
         cells = []
         for m in first.metrics:

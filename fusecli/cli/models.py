@@ -17,5 +17,6 @@ def models() -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["name"], ", ".join(row["tasks"]), f"{row['parameters']:,}",
-                      row["default_weights"] or "-", row["paper"])
+                      row["default_weights"] or ("none: use --checkpoint" if row["needs_weights"] else "not needed"),
+                      row["paper"])
     out.print(table)

@@ -7,16 +7,25 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..errors import ConfigError
 from ..inference import resolve_device
 from ..train import TrainConfig, get_recipe
 from ..train import train as run_training
+from ..train.frufn import STAGED_MODELS, STAGES, StagedTrainConfig, parse_stages, train_stages
 from ._console import err, reporting_errors
 
 
 def train(
     model: str = typer.Argument(..., help="Model to train (its paper's recipe is used), e.g. auif."),
-    data: list[Path] = typer.Option(..., "--data", help="Dataset folder (repeatable). Role sub-folders "
-                                    "(ir/, vis/) are read, or the folder's own images.", show_default=False),
+    data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeatable). Role sub-folders "
+                                    "(ir/, vis/) are read, or the folder's own images; models trained on "
+                                    "pairs (derun) take the pairs of ir/+vis/, pet/+mri/, spect/+mri/, ct/+mri/. "
+                                    "frufn/efrufn use --sharp-data and --ivf-data instead.",
+                                    show_default=False),
+    split: str = typer.Option("auto", "--split", help="Pairs of datasets with a fixed held-out split "
+                              "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct: every 5th sorted stem "
+                              "held out): auto = their train part and all pairs of other datasets; train = "
+                              "the train part (error for a dataset without a split); all = every pair."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: last.pt, final weights, card."),
     epochs: int | None = typer.Option(None, help="Epochs (default: the recipe's)."),
     batch_size: int | None = typer.Option(None, help="Batch size (default: the recipe's)."),
@@ -26,13 +35,45 @@ def train(
     seed: int = typer.Option(0, help="Random seed (crops, initialisation)."),
     device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt if it exists."),
+    stages: str | None = typer.Option(None, "--stages", help=f"frufn/efrufn: the sequential gradient-transfer "
+                                      f"stages to run, in order (default {','.join(STAGES)}); each writes "
+                                      "OUT/<stage>/ and teaches the next.", show_default=False),
+    sharp_data: list[Path] = typer.Option(None, "--sharp-data", help="frufn/efrufn: folder of sharp, well-exposed "
+                                          "images (repeatable) from which the multi-focus and multi-exposure "
+                                          "pairs are synthesised, e.g. ../shared/datasets/roadscene/vis.",
+                                          show_default=False),
+    ivf_data: list[Path] = typer.Option(None, "--ivf-data", help="frufn/efrufn: ir/+vis/ dataset folder "
+                                        "(repeatable) for the infrared-visible stage.", show_default=False),
+    teacher: Path | None = typer.Option(None, "--teacher", help="frufn/efrufn: weights or card of the stage "
+                                        "before the first one run, if not already in OUT.", show_default=False),
+    color_epochs: int | None = typer.Option(None, help="frufn/efrufn: ColorNet epochs in the meif stage "
+                                            "(default: --epochs if given, else 320; 0 = no ColorNet)."),
+    synth_seed: int | None = typer.Option(None, help="frufn/efrufn: seed of the pair synthesis (default: --seed)."),
+    transfer_loss: str = typer.Option("paper", help="frufn/efrufn: gradient-transfer loss, 'paper' (eq. 3) or "
+                                      "'official' (the authors' code)."),
 ) -> None:
     """Train a model with its paper's recipe; writes OUT/<model>.safetensors and a draft weights card."""
     with reporting_errors():
+        if model.lower() in STAGED_MODELS:
+            config = StagedTrainConfig(
+                model=model.lower(), out=str(out), stages=parse_stages(stages or ",".join(STAGES)),
+                sharp_data=tuple(map(str, sharp_data or ())), ivf_data=tuple(map(str, ivf_data or ())),
+                teacher=None if teacher is None else str(teacher), epochs=epochs, batch_size=batch_size, crop=crop,
+                lr=lr, steps_per_epoch=steps_per_epoch, color_epochs=color_epochs, transfer_mode=transfer_loss,
+                seed=seed, synth_seed=synth_seed, device=str(resolve_device(device)), resume=resume)
+            if data:
+                raise ConfigError(f"{model} trains in stages: pass --sharp-data and --ivf-data, not --data")
+            _train_staged(config)
+            return
+        if stages is not None or sharp_data or ivf_data or teacher is not None:
+            raise ConfigError("--stages, --sharp-data, --ivf-data and --teacher are for "
+                              f"{' and '.join(STAGED_MODELS)}")
+        if not data:
+            raise ConfigError(f"training {model} needs --data FOLDER")
         recipe = get_recipe(model)
         config = TrainConfig(model=model, data=tuple(map(str, data)), out=str(out), epochs=epochs,
                              batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
-                             seed=seed, device=str(resolve_device(device)), resume=resume)
+                             seed=seed, device=str(resolve_device(device)), resume=resume, split=split)
         err.print(f"training {model}: {recipe.description}", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
@@ -45,3 +86,23 @@ def train(
 
             final = run_training(config, progress=progress)
     err.print(f"wrote {final} and {final.with_suffix('.yaml')}", highlight=False)
+
+
+def _train_staged(config: StagedTrainConfig) -> None:
+    """Run :func:`fusecli.train.frufn.train_stages` with one progress bar per stage and phase."""
+    err.print(f"training {config.model} in stages {','.join(config.stages)} -> {config.out}/<stage>/", highlight=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
+    with Progress(*columns, console=err) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(step: int, total: int, logs: dict) -> None:
+            name = f"{logs['stage']} {logs['phase']}"
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, logs="")
+            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
+            bar.update(tasks[name], completed=step, total=total, logs=f"epoch {logs['epoch']} {text}")
+
+        cards = train_stages(config, progress=progress)
+    for stage, card in cards.items():
+        err.print(f"{stage}: wrote {card} and its weights", highlight=False)

@@ -65,6 +65,9 @@ class MetricSpec:
     reference: str  # paper / toolbox
     conventions: Mapping[str, str] = field(default_factory=dict)
     variants: tuple[str, ...] = ()
+    #: The ideal value of a metric for which neither higher nor lower is better (Q_SF: 0); the
+    #: best of several values is then the one closest to it. ``None`` for the usual metrics.
+    target: float | None = None
 
     @property
     def takes_convention(self) -> bool:
@@ -84,11 +87,13 @@ def register(
     reference: str,
     conventions: Mapping[str, str] | None = None,
     variants: Sequence[str] = (),
+    target: float | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator that registers a metric function under ``name`` and returns it unchanged.
 
     ``conventions``: ``{convention: how it is computed there}``; a convention left out means
-    "computed as under the first one given" (the metric exists in one form only).
+    "computed as under the first one given" (the metric exists in one form only). ``target``: the
+    ideal value when neither higher nor lower is better (see :attr:`MetricSpec.target`).
     """
     if needs not in NEEDS:
         raise ValueError(f"needs must be one of {NEEDS}, got {needs!r}")
@@ -102,7 +107,7 @@ def register(
         if key in _REGISTRY:
             raise ValueError(f"metric {name!r} is already registered")
         _REGISTRY[key] = MetricSpec(name, fn, higher_is_better, needs, description, reference,
-                                    conv, tuple(variants))
+                                    conv, tuple(variants), target)
         return fn
 
     return deco
@@ -216,9 +221,14 @@ def evaluate_arrays(
 from . import basic  # noqa: E402,F401  (EN, SD, SF, AG, EI)
 from . import pairwise  # noqa: E402,F401  (MI, MSE, PSNR, CC, SCD, VIF, Qabf, SSIM)
 from . import vif  # noqa: E402,F401  (VIFF)
-from . import information  # noqa: E402,F401  (NMI, CE, TE, Q_NCIE)
+from . import information  # noqa: E402,F401  (NMI, CE, TE, Q_TE, Q_NCIE)
 from . import structural  # noqa: E402,F401  (UIQI, Q_Y, Q_C)
 from . import nabf  # noqa: E402,F401  (Nabf)
 from . import perceptual  # noqa: E402,F401  (Q_CB, Q_CV)
 from . import piella  # noqa: E402,F401  (Q_S, Q_W, Q_E)
 from . import mef  # noqa: E402,F401  (MEF-SSIM, MEF-MS-SSIM)
+from . import msssim  # noqa: E402,F401  (MS-SSIM)
+from . import fmi  # noqa: E402,F401  (FMI, FMI_pixel, FMI_dct, FMI_gradient)
+from . import phase  # noqa: E402,F401  (Q_P)
+from . import zheng  # noqa: E402,F401  (Q_SF)
+from . import lgde  # noqa: E402,F401  (LGDE)

@@ -122,6 +122,32 @@ def te(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
     return warn_nan(out, "TE", "an image is a non-zero constant (normalize1 divides 0 by 0)")
 
 
+@register(
+    "Q_TE",
+    higher_is_better=True,
+    needs="pair",
+    description="Nava's normalised Tsallis-entropy MI (q = 0.43137): (I_q(A,F) + I_q(B,F)) / (H(A)^q + H(B)^q + "
+                "I_q(A,B)), Liu's toolbox Q_TE (not MEFB's unnormalised TE).",
+    reference="Nava, Cristóbal & Escalante-Ramírez, SPIE Newsroom 2007 (Liu's metricMI.m sw=3, TPAMI 2012 toolbox)",
+    conventions={"cddfuse": "metricMI(A, B, F, 3): normalize1 each image, tsallis() with q = 0.43137 (Liu's swapped "
+                            "marginals, as in TE), Shannon entropies in bits from mutual_info(A, B); same under "
+                            "every convention"},
+)
+def q_te(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
+    """Liu's Q_TE, ``(I_q(A, F) + I_q(B, F)) / (H(A)^q + H(B)^q + I_q(A, B))`` with ``q = 0.43137``
+    after ``normalize1`` (``I_q`` as in :func:`_tsallis_mefb`, ``H`` Shannon in bits), ``(B,)``.
+    NaN (with a warning) for a non-zero constant image (``normalize1`` divides 0 by 0)."""
+    q = 0.43137
+    x, a, b = two_sources(fused, sources, "Q_TE")
+    (lf, bf), (la, ba), (lb, bb) = _nmi_levels(x), _nmi_levels(a), _nmi_levels(b)
+    ha = entropy_counts(hist256(la), 2.0)
+    hb = entropy_counts(hist256(lb), 2.0)
+    num = _tsallis_mefb(la, lf, q) + _tsallis_mefb(lb, lf, q)
+    out = num / (ha**q + hb**q + _tsallis_mefb(la, lb, q))
+    out = torch.where(bf | ba | bb, torch.full_like(out, float("nan")), out)
+    return warn_nan(out, "Q_TE", "an image is a non-zero constant (normalize1 divides 0 by 0)")
+
+
 def _ncc(lx: torch.Tensor, ly: torch.Tensor) -> torch.Tensor:
     hx = entropy_counts(hist256(lx), 256.0)
     hy = entropy_counts(hist256(ly), 256.0)

@@ -41,6 +41,9 @@ class ModelEntry:
         convert_official: maps an official checkpoint's state dict onto ``cls``'s keys.
         default_weights: name of the card in ``weights/`` used when no checkpoint is given.
         official_hint: how the official checkpoint is laid out (shown when loading fails).
+        needs_weights: False for a fixed-parameter model (a classical solver such as
+            ``derun-admm``): it is complete from its config, so without a checkpoint or card it is
+            built as it is instead of demanding ``--checkpoint``.
     """
 
     name: str
@@ -51,6 +54,7 @@ class ModelEntry:
     convert_official: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
     default_weights: str | None = None
     official_hint: str = ""
+    needs_weights: bool = True
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -76,10 +80,10 @@ def list_models() -> list[ModelEntry]:
 
 
 def model_summary(entry: ModelEntry) -> dict[str, Any]:
-    """Name, tasks, parameter count (of the default config), default weights and paper of a model."""
-    n_params = sum(p.numel() for p in entry.cls(entry.config_cls()).parameters())
+    """Name, tasks, trainable-parameter count (of the default config), default weights and paper of a model."""
+    n_params = sum(p.numel() for p in entry.cls(entry.config_cls()).parameters() if p.requires_grad)
     return {"name": entry.name, "tasks": entry.tasks, "parameters": n_params,
-            "default_weights": entry.default_weights, "paper": entry.paper}
+            "default_weights": entry.default_weights, "needs_weights": entry.needs_weights, "paper": entry.paper}
 
 
 def build_config(entry: ModelEntry, values: dict[str, Any] | None = None, **overrides: Any):
@@ -126,11 +130,12 @@ def create_model(
         card, checkpoint = read_card(Path(checkpoint)), None  # a card (e.g. from `fusecli train`)
     elif checkpoint is None and weights is not None:
         card_name = entry.default_weights if weights == "default" else weights
-        if card_name is None:
+        if card_name is None and entry.needs_weights:
             raise CheckpointError(f"model {entry.name!r} ships no default weights; pass --checkpoint")
-        card = find_card(card_name)
-        if card.model != entry.name:
-            raise CheckpointError(f"weights card {card.name!r} is for model {card.model!r}, not {entry.name!r}")
+        if card_name is not None:
+            card = find_card(card_name)
+            if card.model != entry.name:
+                raise CheckpointError(f"weights card {card.name!r} is for model {card.model!r}, not {entry.name!r}")
     config = build_config(entry, card.config if card else None, **config_overrides)
     model = entry.cls(config)
     if checkpoint is not None:
@@ -142,7 +147,7 @@ def create_model(
         _load_into(model, entry, state, source=str(card.path))
         model.weights_info = f"{card.name} (sha256 {card.sha256[:12]})"
     else:
-        model.weights_info = "random initialisation"
+        model.weights_info = "random initialisation" if entry.needs_weights else "fixed parameters (no training)"
     return model.to(device).eval()
 
 
@@ -189,8 +194,95 @@ register_model(ModelEntry(
     tasks=("ir-vis",),
     paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023",
     convert_official=_cscfuse.convert_official,
-    default_weights=None,
+    default_weights="cscfuse-ivf.roadscene",
     official_hint="The official CSC-IVF checkpoint is three files (LISTA_Base_Train.model, "
                   "LISTA_Detail_Train.model, LISTA_Decoder.model; IF-CSCFuse/CSC-IVF/Train_result): "
                   "pass the folder that holds them.",
+))
+
+
+from . import derun as _derun  # noqa: E402
+
+register_model(ModelEntry(
+    name="derun",
+    cls=_derun.DeRUN,
+    config_cls=_derun.DeRUNConfig,
+    tasks=("ir-vis", "medical"),
+    paper="He et al., Degradation-Resistant Unfolding Network for Heterogeneous Image Fusion, ICCV 2023",
+    convert_official=_derun.convert_official,
+    default_weights=None,
+    official_hint="The DeRUN authors released no code and no checkpoint: only checkpoints written by fusecli "
+                  "(`fusecli train derun`, or a state dict of fusecli's DeRUN) load.",
+))
+
+register_model(ModelEntry(
+    name="derun-admm",
+    cls=_derun.DeRUNADMM,
+    config_cls=_derun.DeRUNADMMConfig,
+    tasks=("ir-vis", "medical"),
+    paper="He et al., ICCV 2023: the HIFM model solved by plain ADMM with Sobel operators (Table 3a PM+OS)",
+    convert_official=_derun.convert_official,
+    default_weights=None,
+    official_hint="derun-admm is a classical solver with fixed parameters: it needs no checkpoint.",
+    needs_weights=False,
+))
+
+
+from . import efrufn as _efrufn  # noqa: E402
+from . import frufn as _frufn  # noqa: E402
+
+register_model(ModelEntry(
+    name="frufn",
+    cls=_frufn.FRUFN,
+    config_cls=_frufn.FRUFNConfig,
+    tasks=("ir-vis", "multi-exposure", "multi-focus", "medical"),
+    paper="Wang et al., A General Image Fusion Approach Exploiting Gradient Transfer Learning and "
+          "Fusion Rule Unfolding, TPAMI 2026 (FRUFN)",
+    convert_official=_frufn.convert_official,
+    default_weights=None,
+    official_hint="The official FRUFN weights (ufnet_deeper_ivf_sd.pth, keys encoder1/encoder2/u1..u5/decoder) "
+                  "are not public; the one official file, ufnet_deq_deeper_ivf.pth, is EFRUFN: use --model efrufn.",
+))
+
+register_model(ModelEntry(
+    name="efrufn",
+    cls=_efrufn.EFRUFN,
+    config_cls=_efrufn.EFRUFNConfig,
+    tasks=("ir-vis", "multi-exposure", "multi-focus", "medical"),
+    paper="Wang et al., A General Image Fusion Approach Exploiting Gradient Transfer Learning and "
+          "Fusion Rule Unfolding, TPAMI 2026 (EFRUFN, the DEQ form)",
+    convert_official=_efrufn.convert_official,
+    default_weights=None,
+    official_hint="The official EFRUFN checkpoint is one file, ufnet_deq_deeper_ivf.pth "
+                  "(wwhappylife/FRUFN models/model/): pass that file.",
+))
+
+
+from . import cscfuse_mef as _cscfuse_mef  # noqa: E402
+from . import cscfuse_msf as _cscfuse_msf  # noqa: E402
+
+register_model(ModelEntry(
+    name="cscfuse-mef",
+    cls=_cscfuse_mef.CSCMEF,
+    config_cls=_cscfuse_mef.CSCMEFConfig,
+    tasks=("multi-exposure",),
+    paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023 "
+          "(CSC-MEF)",
+    convert_official=_cscfuse_mef.convert_official,
+    default_weights=None,
+    official_hint="The official CSC-MEF checkpoint is one file, best_net.pth (IF-CSCFuse/CSC-MEF, keys main.0-5.*): "
+                  "pass that file (or its folder).",
+))
+
+register_model(ModelEntry(
+    name="cscfuse-msf",
+    cls=_cscfuse_msf.CSCMSF,
+    config_cls=_cscfuse_msf.CSCMSFConfig,
+    tasks=("spectral-sr",),
+    paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023 "
+          "(CSC-MSF: 31-band cube x2, RGB-guided)",
+    convert_official=_cscfuse_msf.convert_official,
+    default_weights=None,
+    official_hint="The official CSC-MSF checkpoint is one file, best_net.pth (IF-CSCFuse/CSC-MSF, 256 channels, "
+                  "keys backbone_guide.*, backbone_lr.*, decoder.conv0.weight): pass that file (or its folder).",
 ))

@@ -17,6 +17,7 @@ step with learned operators::
 
 with reflect padding, no biases, ``act`` = PReLU(64) in the base branch and the soft threshold
 ``sign(y) relu(|y| - theta_c)`` (SST, learned theta per channel, not clamped) in the detail branch.
+The DCU and the SST are shared with CSC-MEF and CSC-MSF (:mod:`fusecli.models.layers`).
 Each branch (:class:`Branch`) is 8 DCUs: the first starts from ``z = 0`` and sees the *filtered*
 image (base: 11x11 box blur, detail: image - blur), the 7 later ones see the *raw* image (as the
 official code: it is what makes the auto-encoder reconstruct at ~30 dB). A shared decoder
@@ -34,8 +35,10 @@ Deviations from the official code
 * Constant feature channels: the official min-max normalisation divides by zero (NaN weights, NaN
   output). Here a constant channel normalises to zeros, which gives it equal weights (0.5 / 0.5).
   The L1 attention likewise gives 0.5 / 0.5 where both activities are zero (official: NaN).
-* Parameters are device-agnostic (the official code calls ``.cuda()``); the saliency rule runs in
-  NumPy/OpenCV on the CPU, as the official one, and its weights are moved back to the device.
+* Parameters are device-agnostic (the official code calls ``.cuda()``). The saliency rule runs in
+  torch on the model's device, all channels at once (the official code loops over the 64 channels
+  in NumPy and ``cv2.ximgproc.guidedFilter``); its weights equal the official ones to float
+  rounding (``tests/test_cscfuse.py`` keeps the NumPy/OpenCV version as the reference).
 * Output: the official test script writes ``(255 x).astype(uint8)``, which truncates; fusecli
   rounds, like every model (a mean difference of half a grey level).
 
@@ -48,16 +51,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
-from .layers import box_blur
+from ..errors import CheckpointError, ConfigError, ShapeError
+from .layers import DCU, SoftThreshold, box_blur, guided_filter
 
-__all__ = ["CSCIVFConfig", "SoftThreshold", "DCU", "Branch", "CSCIVF", "l1_attention", "saliency_weights",
-           "convert_official"]
+__all__ = ["CSCIVFConfig", "SoftThreshold", "DCU", "Branch", "CSCIVF", "l1_attention", "histogram_saliency",
+           "saliency_weights", "convert_official"]
 
 FUSION_RULES = ("saliency", "l1", "average", "add")
 
@@ -97,42 +99,6 @@ class CSCIVFConfig:
             raise ConfigError("CSC-IVF guided_radius must be >= 1 and guided_eps > 0")
 
 
-class SoftThreshold(nn.Module):
-    """SST: ``sign(x) * relu(|x| - theta)`` with a learned threshold per channel (not clamped).
-
-    Args:
-        channels: number of thresholds; ``theta`` has shape (1, channels, 1, 1), initialised to 0.01.
-    """
-
-    def __init__(self, channels: int, init: float = 1e-2):
-        super().__init__()
-        self.theta = nn.Parameter(torch.full((1, channels, 1, 1), init))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sign() * F.relu(x.abs() - self.theta)
-
-
-class DCU(nn.Module):
-    """Dictionary convolution unit: one learned ISTA step ``z <- act(BN(z + E(x - D z)))``.
-
-    Args:
-        channels: code channels C.
-        activation: ``"prelu"`` (PReLU(C), base branch) or ``"sst"`` (:class:`SoftThreshold`, detail).
-    """
-
-    def __init__(self, channels: int = 64, activation: str = "prelu"):
-        super().__init__()
-        self.dec = nn.Conv2d(channels, 1, 3, padding=1, padding_mode="reflect", bias=False)
-        self.enc = nn.Conv2d(1, channels, 3, padding=1, padding_mode="reflect", bias=False)
-        self.norm = nn.BatchNorm2d(channels)
-        self.act = nn.PReLU(channels, 0.25) if activation == "prelu" else SoftThreshold(channels)
-
-    def forward(self, data: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
-        """data: (B, 1, H, W) image; code: (B, C, H, W) or None (zeros). Returns the new (B, C, H, W) code."""
-        update = self.enc(data if code is None else data - self.dec(code))
-        return self.act(self.norm(update if code is None else code + update))
-
-
 class Branch(nn.Module):
     """One CSC encoder (the official ``CsrNet``): ``units`` DCUs, the first fed the filtered image.
 
@@ -169,60 +135,81 @@ def l1_attention(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return w * a + (1 - w) * b
 
 
-_LEVELS = np.arange(256, dtype=np.float64)
-_DISTANCE = np.abs(_LEVELS[:, None] - _LEVELS[None, :])  # |i - j| (the official cdist table)
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each channel of (N, C, H, W) to [0, 1]; a constant channel becomes 0."""
+    lo = x.amin(dim=(2, 3), keepdim=True)
+    span = x.amax(dim=(2, 3), keepdim=True) - lo
+    ok = span > 0
+    return (x - lo).div_(torch.where(ok, span, torch.ones_like(span))).mul_(ok)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    """Min-max normalise each channel of (C, H, W) float32 to [0, 1]; constant channels become 0."""
-    lo = x.min(axis=(1, 2), keepdims=True)
-    span = x.max(axis=(1, 2), keepdims=True) - lo
-    safe = np.where(span > 0, span, np.float32(1))
-    return np.where(span > 0, (x - lo) / safe, np.float32(0)).astype(np.float32)
+def _distance_table(device: torch.device) -> torch.Tensor:
+    """|i - j| for 8-bit levels i, j (the official cdist table), (256, 256) float64."""
+    levels = torch.arange(256, dtype=torch.float64, device=device)
+    return (levels[:, None] - levels[None, :]).abs()
 
 
-def _histogram_saliency(norm: np.ndarray) -> np.ndarray:
-    """``s(v) = sum_j hist(j) |v - j|`` per channel of (C, H, W) in [0, 1], on ``v = int(255 x)``."""
-    c = norm.shape[0]
-    q = (norm * 255).astype(np.int64).reshape(c, -1)
-    hist = np.bincount((q + 256 * np.arange(c)[:, None]).ravel(), minlength=256 * c).reshape(c, 256)
-    table = (hist / q.shape[1]) @ _DISTANCE  # (C, 256)
-    return np.take_along_axis(table, q, axis=1).reshape(norm.shape)
+def histogram_saliency(norm: torch.Tensor) -> torch.Tensor:
+    """Histogram saliency per channel: ``s(v) = sum_j hist(j) |v - j|`` on ``v = int(255 x)``.
+
+    Args:
+        norm: (N, C, H, W) float32 in [0, 1] (min-max normalised channels).
+
+    Returns:
+        (N, C, H, W) float32 saliency (the level table is computed in float64), ``hist``
+        normalised by the pixel count (official ``saliency_weight``: levels truncated, not rounded).
+    """
+    n, c, h, w = norm.shape
+    q = (norm * 255).long().clamp_(0, 255).reshape(n * c, h * w)
+    hist = torch.zeros(n * c, 256, dtype=torch.float64, device=norm.device)
+    hist.scatter_add_(1, q, torch.ones(1, 1, dtype=torch.float64, device=norm.device).expand_as(q))
+    table = (hist / (h * w)) @ _distance_table(norm.device)  # (N*C, 256): s for every level
+    return table.float().gather(1, q).reshape(n, c, h, w)
+
+
+#: channels per chunk of the saliency rule: bounds its memory to about 40 bytes x chunk x H x W
+_SALIENCY_CHUNK = 16
 
 
 def saliency_weights(
-    ir: np.ndarray, vis: np.ndarray, radius: int = 45, eps: float = 0.01
-) -> tuple[np.ndarray, np.ndarray]:
+    ir: torch.Tensor, vis: torch.Tensor, radius: int = 45, eps: float = 0.01, impl: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel saliency weights of the official ``saliency_weight`` (weights sum to 1).
 
-    For each channel: min-max normalise both sources (constant channel -> zeros), histogram
-    saliency on the truncated 8-bit levels, ``P = (s + 1e-12) / sum``, guided filter of each ``P``
-    (``cv2.ximgproc.guidedFilter``, guide = that source's normalised channel) and renormalise.
+    For each channel: min-max normalise both sources (a constant channel becomes zeros),
+    histogram saliency on the truncated 8-bit levels (:func:`histogram_saliency`),
+    ``P = (s + 1e-12) / sum``, guided filter of each ``P`` with that source's normalised channel as
+    guide (:func:`~fusecli.models.layers.guided_filter`, OpenCV's ``BORDER_REFLECT`` border, as
+    ``cv2.ximgproc.guidedFilter``), ``+ 1e-12`` and renormalise. All channels at once in torch,
+    on the tensors' device (chunks of channels bound the memory); on the CPU the guided filter
+    itself is OpenCV's (``impl="auto"``), which is faster there.
 
     Args:
-        ir, vis: (C, H, W) float32 feature maps.
-        radius, eps: guided filter parameters.
+        ir, vis: (N, C, H, W) float feature maps (any range).
+        radius, eps: guided filter parameters (official: 45, 0.01).
+        impl: the guided filter's implementation (see :func:`~fusecli.models.layers.guided_filter`).
 
     Returns:
-        (w_ir, w_vis), each (C, H, W) float32, ``w_ir + w_vis == 1`` (to float rounding).
-    """
-    import cv2
+        ``(w_ir, w_vis)``, each (N, C, H, W) float32, ``w_ir + w_vis == 1`` (to float rounding).
 
-    try:
-        guided = cv2.ximgproc.guidedFilter
-    except AttributeError as exc:  # plain opencv without the contrib modules
-        raise ConfigError("the saliency fusion rule needs opencv-contrib-python-headless (cv2.ximgproc)") from exc
-    n_vis, n_ir = _normalise(vis), _normalise(ir)
-    s_vis, s_ir = _histogram_saliency(n_vis) + 1e-12, _histogram_saliency(n_ir) + 1e-12
-    total = s_vis + s_ir
-    p_vis, p_ir = (s_vis / total).astype(np.float32), (s_ir / total).astype(np.float32)
-    w_vis, w_ir = np.empty_like(n_vis), np.empty_like(n_ir)
-    for c in range(n_vis.shape[0]):
-        w_vis[c] = guided(n_vis[c], p_vis[c], radius, eps)
-        w_ir[c] = guided(n_ir[c], p_ir[c], radius, eps)
-    w_vis, w_ir = w_vis + np.float32(1e-12), w_ir + np.float32(1e-12)
-    total = w_vis + w_ir
-    return w_ir / total, w_vis / total
+    Raises:
+        ShapeError: ``ir`` and ``vis`` are not (N, C, H, W) tensors of one shape.
+    """
+    if ir.dim() != 4 or ir.shape != vis.shape:
+        raise ShapeError(f"saliency_weights expects two (N, C, H, W) tensors of one shape, got "
+                         f"{tuple(ir.shape)} and {tuple(vis.shape)}")
+    w_ir = torch.empty(ir.shape, dtype=torch.float32, device=ir.device)
+    for c0 in range(0, ir.shape[1], _SALIENCY_CHUNK):
+        c1 = min(c0 + _SALIENCY_CHUNK, ir.shape[1])
+        norm = _normalise(torch.cat([ir[:, c0:c1], vis[:, c0:c1]]).float())  # (2N, c, H, W): ir then vis
+        n = ir.shape[0]
+        p = histogram_saliency(norm).add_(1e-12)
+        total = p[:n] + p[n:]
+        p[:n] /= total  # P_ir = s_ir / (s_ir + s_vis)
+        p[n:] /= total
+        w = guided_filter(norm, p, radius, eps, impl=impl).add_(1e-12)
+        w_ir[:, c0:c1] = w[:n] / (w[:n] + w[n:])
+    return w_ir, 1 - w_ir
 
 
 class CSCIVF(nn.Module):
@@ -292,13 +279,8 @@ class CSCIVF(nn.Module):
         return self.decode(2 * fused_base, 2 * fused_detail)
 
     def _saliency(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-        """Saliency-weighted fusion of (B, C, H, W) codes (weights computed on the CPU in float32)."""
-        a = ir.detach().float().cpu().numpy()
-        v = vis.detach().float().cpu().numpy()
-        w_ir = np.empty_like(a)
-        for i in range(a.shape[0]):
-            w_ir[i] = saliency_weights(a[i], v[i], self.config.guided_radius, self.config.guided_eps)[0]
-        w = torch.from_numpy(w_ir).to(device=ir.device, dtype=ir.dtype)
+        """Saliency-weighted fusion of (B, C, H, W) codes (:func:`saliency_weights`)."""
+        w = saliency_weights(ir, vis, self.config.guided_radius, self.config.guided_eps)[0].to(ir.dtype)
         return w * ir + (1 - w) * vis
 
 

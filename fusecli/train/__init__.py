@@ -1,10 +1,12 @@
 """Training: one plain loop for every model, and one recipe per model.
 
 A :class:`Recipe` holds what the model's paper prescribes (loss, optimiser groups, schedule, crop
-size, epochs); :class:`TrainConfig` holds the run (data, output folder, seed, device, and any
-override of the recipe's numbers). :func:`train` resumes from ``OUT/last.pt`` when asked, saves it
-atomically after every epoch, and finally writes ``OUT/<model>.safetensors`` plus a draft weights
-card ``OUT/<model>.yaml`` (sha256, config, data, recipe) ready to be copied to ``weights/``.
+size, epochs, and what it trains on: single gray images for the auto-encoders AUIF and CSC-IVF,
+aligned source pairs for DeRUN); :class:`TrainConfig` holds the run (data, split, output folder,
+seed, device, and any override of the recipe's numbers). :func:`train` resumes from
+``OUT/last.pt`` when asked, saves it atomically after every epoch, and finally writes
+``OUT/<model>.safetensors`` plus a draft weights card ``OUT/<model>.yaml`` (sha256, config, data,
+split, recipe, schedule, per-epoch history) ready to be copied to ``weights/``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownNameError
 from ..io import write_bytes_atomic, write_text_atomic
-from ..losses import ssim_loss
+from ..losses import lgde_loss, ssim_loss
 from ..models import create_model, get_entry
 from ..models import auif as _auif
 from ..models._weights import sha256_file
-from .data import RandomResizedCrops, collect_images, load_luma
+from .data import PairedCrops, RandomResizedCrops, collect_images, collect_pairs, load_luma, load_pair
+from .splits import SPLIT_CHOICES, select_pairs
 
 
 @dataclass(frozen=True)
@@ -38,17 +41,68 @@ class Recipe:
 
     model: str
     description: str
-    loss: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+    #: ``loss(model, batch) -> (loss, logs)``; ``batch`` is a (B, 1, H, W) tensor of single images,
+    #: or for a ``paired`` recipe a tuple of (B, 1, H, W) tensors, one per model input in order
+    loss: Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
     param_groups: Callable[[nn.Module, float], list[dict[str, Any]]]
     epochs: int
     batch_size: int
     crop: int
     lr: float
-    milestones: tuple[int, ...]
-    gamma: float
+    #: MultiStepLR milestones (scaled with the epochs) and factor, used when ``scheduler`` is None
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
     roles: tuple[str, ...] | None = None
     #: config changes computed from the trained model (e.g. AUIF's Sum-rule offset), applied at the end
     finalize: Callable[[nn.Module], dict[str, Any]] | None = None
+    #: False: single gray images (auto-encoders: the images of the ``roles`` folders pooled,
+    #: random-resized crops); True: aligned source pairs matched by :mod:`fusecli.pairs`, the same
+    #: random crop and flip on every side, one tensor per model input (the first role folder of the
+    #: dataset layout, e.g. ir/, pet/, spect/, is the first input)
+    paired: bool = False
+    #: role-folder layouts a paired recipe accepts, each in model-input order (None: any known layout)
+    layouts: tuple[tuple[str, ...], ...] | None = None
+    #: ``scheduler(optimizer, epochs) -> (lr scheduler stepped once per epoch, card record)``; None:
+    #: MultiStepLR(``milestones`` scaled by epochs / recipe epochs, ``gamma``)
+    scheduler: Callable[[torch.optim.Optimizer, int], tuple[Any, dict[str, Any]]] | None = None
+
+
+def step_decay_after(start: int, every: int, gamma: float, *, epochs: int
+                     ) -> Callable[[torch.optim.Optimizer, int], tuple[Any, dict[str, Any]]]:
+    """A schedule "constant for ``start`` epochs, then x ``gamma`` every ``every`` epochs" of a
+    recipe of ``epochs`` epochs, as a :attr:`Recipe.scheduler`.
+
+    The decays fall at the (0-based) epochs ``start, start + every, ... < epochs`` (DeRUN:
+    50, 60, ..., 140: ten decays, the lr ends at 0.9^10 = 0.35 of its start). A run of another
+    length scales every decay epoch by ``run epochs / epochs`` (rounded, at least 1) and keeps
+    their number, so the lr falls by the same total factor over the same fraction of the run
+    (decays that land on one epoch are applied together).
+    """
+    recipe_milestones = list(range(start, epochs, every))
+
+    def build(optimizer: torch.optim.Optimizer, run_epochs: int) -> tuple[Any, dict[str, Any]]:
+        milestones = [max(1, round(m * run_epochs / epochs)) for m in recipe_milestones]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma)
+        return scheduler, {
+            "kind": "step decay after a constant phase",
+            "recipe": f"constant for {start} epochs, then x{gamma} every {every} epochs, {epochs} epochs",
+            "scaled_to_epochs": run_epochs,
+            "decay_epochs": milestones,
+            "gamma": gamma,
+            "final_factor": round(gamma ** len(milestones), 6),
+        }
+
+    return build
+
+
+def _multistep(recipe: Recipe, optimizer: torch.optim.Optimizer, epochs: int) -> tuple[Any, dict[str, Any]]:
+    """The default schedule: MultiStepLR, milestones scaled with the epochs."""
+    # A shortened (or lengthened) run keeps the recipe's schedule shape: milestones scale with the epochs.
+    milestones = sorted({max(1, round(m * epochs / recipe.epochs)) for m in recipe.milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, recipe.gamma)
+    return scheduler, {"kind": "multistep", "recipe": f"milestones {list(recipe.milestones)} of {recipe.epochs} "
+                       f"epochs, x{recipe.gamma}", "scaled_to_epochs": epochs, "decay_epochs": milestones,
+                       "gamma": recipe.gamma}
 
 
 @dataclass(frozen=True)
@@ -67,6 +121,9 @@ class TrainConfig:
     device: str = "cpu"
     resume: bool = False
     model_config: dict[str, Any] = field(default_factory=dict)
+    #: which pairs of datasets with a fixed held-out split are used (:mod:`fusecli.train.splits`):
+    #: ``"auto"`` (their train part; all pairs of other datasets), ``"train"`` or ``"all"``
+    split: str = "auto"
 
 
 # --- recipes -------------------------------------------------------------------------------------
@@ -118,6 +175,48 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# --- DeRUN (He et al., ICCV 2023): a fusion network trained on the source pairs -------------------
+
+#: weight of the LGDE term in DeRUN's loss (eq. 14; the paper: gamma = 10)
+DERUN_LGDE_WEIGHT = 10.0
+#: soft-binning temperature of the differentiable LGDE (fusecli.metrics.lgde; hard bins at 0)
+DERUN_LGDE_SOFTNESS = 0.1
+#: the dataset layouts DeRUN trains on, (intensity source U, texture source V)
+DERUN_LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("ir", "vis"), ("ir", "vi"), ("infrared", "visible"), ("IR", "VIS"),
+    ("pet", "mri"), ("spect", "mri"), ("ct", "mri"),
+)
+
+
+def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """DeRUN eq. 14: ``MSE(X, U) + gamma * MSE(LGDE(X), LGDE(V))`` with X = model(U, V), gamma = 10.
+
+    ``batch`` = (U, V): (B, 1, H, W) in [0, 1], U the intensity source (infrared / PET / SPECT), V the
+    texture source (visible / MRI). Logs both terms (``pixel``, ``lgde``; the LGDE one unweighted).
+    """
+    u, v = batch
+    x = model(u, v)
+    pixel = torch.mean((x - u) ** 2)
+    lgde = lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)
+    return pixel + DERUN_LGDE_WEIGHT * lgde, {"pixel": pixel.item(), "lgde": lgde.item()}
+
+
+RECIPES["derun"] = Recipe(
+    model="derun",
+    description="fusion network on aligned 128x128 source crops (same crop and flip on both sides, "
+                "luminance; U = ir/pet/spect, V = vis/mri); loss MSE(X, U) + 10 * MSE(LGDE(X), LGDE(V)) "
+                "(eq. 14, soft-binned LGDE, softness 0.1); Adam (0.9, 0.999), lr 1e-4, constant for 50 "
+                "epochs then x0.9 every 10 epochs; 150 epochs, batch 4 (DeRUN, ICCV 2023; crop size and "
+                "flips are fusecli's choice, the paper gives none)",
+    loss=_derun_loss,
+    param_groups=lambda model, lr: [{"params": list(model.parameters()), "lr": lr}],
+    epochs=150, batch_size=4, crop=128, lr=1e-4,
+    paired=True,
+    layouts=DERUN_LAYOUTS,
+    scheduler=step_decay_after(50, 10, 0.9, epochs=150),
+)
+
+
 def get_recipe(name: str) -> Recipe:
     recipe = RECIPES.get(name.lower())
     if recipe is None:
@@ -127,7 +226,8 @@ def get_recipe(name: str) -> Recipe:
 
 # --- the loop ------------------------------------------------------------------------------------
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def save_checkpoint(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (a crash never leaves a half-written ``last.pt``)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes_atomic(path, buffer.getvalue())
@@ -136,9 +236,18 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
     """Train ``config.model`` with its recipe; returns the path of the final safetensors file.
 
+    Single-image recipes crop the images of the datasets' role folders; paired recipes
+    (``Recipe.paired``) crop the datasets' pairs alike on every side and pass one (B, 1, crop, crop)
+    tensor per model input to the loss. ``config.split`` leaves out the held-out pairs of datasets
+    with a fixed split (:mod:`fusecli.train.splits`).
+
     Args:
         config: the run.
         progress: called after every step as ``progress(step, total_steps, logs)``.
+
+    Raises:
+        UnknownNameError: no recipe for the model. ConfigError: no usable data, a bad split, images
+            smaller than the crop. ImageReadError: an unreadable training image.
     """
     recipe = get_recipe(config.model)
     entry = get_entry(config.model)
@@ -154,21 +263,46 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     np.random.seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    files = collect_images(config.data, recipe.roles)
-    images = [load_luma(p) for p in files]
-    too_small = [p.name for p, im in zip(files, images) if min(im.shape[-2:]) < 16]
-    if too_small:
-        raise ConfigError(f"training images smaller than 16 px: {', '.join(too_small[:5])}")
-    crops = RandomResizedCrops(images, crop, generator=generator)
-    steps = config.steps_per_epoch or max(1, len(images) // batch_size)
+    if config.split not in SPLIT_CHOICES:
+        raise ConfigError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {config.split!r}")
+    if recipe.paired:
+        pair_sets = collect_pairs(config.data, layouts=recipe.layouts, split=config.split)
+        pairs = [pair for pair_set in pair_sets for pair in pair_set.pairs]
+        sources = [load_pair(pair) for pair in pairs]
+        crops: PairedCrops | RandomResizedCrops = PairedCrops(
+            sources, crop, generator=generator,
+            names=[f"{pair.stem} ({pair.paths[0].parent.parent.name})" for pair in pairs])
+        samples = len(sources)
+        data_card: dict[str, Any] = {
+            "datasets": [{"path": str(ps.dataset), "roles": list(ps.roles), "pairs": len(ps.pairs),
+                          "pairs_in_dataset": ps.total, "part": ps.part} for ps in pair_sets],
+            "pairs": samples,
+        }
+    else:
+        files = [f for root in config.data
+                 for f in select_pairs(root, collect_images([root], recipe.roles), config.split)]
+        if not files:
+            raise ConfigError(f"no training images left in {', '.join(map(str, config.data))} "
+                              f"after --split {config.split}")
+        images = [load_luma(p) for p in files]
+        too_small = [p.name for p, im in zip(files, images) if min(im.shape[-2:]) < 16]
+        if too_small:
+            raise ConfigError(f"training images smaller than 16 px: {', '.join(too_small[:5])}")
+        crops = RandomResizedCrops(images, crop, generator=generator)
+        samples = len(images)
+        data_card = {"images": samples}
+    steps = config.steps_per_epoch or max(1, samples // batch_size)
 
     model = create_model(config.model, weights=None, device=config.device, **config.model_config)
     model.train()
     optimizer = torch.optim.Adam(recipe.param_groups(model, lr))
-    # A shortened (or lengthened) run keeps the recipe's schedule shape: milestones scale with the epochs.
-    milestones = sorted({max(1, round(m * epochs / recipe.epochs)) for m in recipe.milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, recipe.gamma)
+    if recipe.scheduler is not None:
+        scheduler, schedule_card = recipe.scheduler(optimizer, epochs)
+    else:
+        scheduler, schedule_card = _multistep(recipe, optimizer, epochs)
+    milestones = schedule_card["decay_epochs"]
     start_epoch = 0
+    history: list[dict[str, float]] = []
     last = out / "last.pt"
     if config.resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
@@ -178,13 +312,17 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"]
+        history = list(state.get("history", []))
+        if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):  # the resumed run's own decay epochs
+            milestones = schedule_card["decay_epochs"] = sorted(scheduler.milestones.elements())
 
-    history: list[dict[str, float]] = []
     t0 = time.time()
     for epoch in range(start_epoch, epochs):
         sums: dict[str, float] = {}
         for step in range(steps):
-            batch = crops.batch(batch_size).to(config.device)
+            batch = crops.batch(batch_size)
+            batch = (tuple(t.to(config.device) for t in batch) if isinstance(batch, tuple)
+                     else batch.to(config.device))
             loss, logs = recipe.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,12 +332,13 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
                 sums[k] = sums.get(k, 0.0) + v
             if progress:
                 progress(epoch * steps + step + 1, epochs * steps, {"epoch": epoch + 1, **logs})
+        epoch_lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        history.append({"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}})
-        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                            "config": dataclasses.asdict(config)}, last)
+        history.append({"epoch": epoch + 1, "lr": epoch_lr, **{k: v / steps for k, v in sums.items()}})
+        save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                         "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                         "config": dataclasses.asdict(config), "history": history}, last)
 
     from safetensors.torch import save  # imported here: only training writes safetensors
     final = out / f"{config.model}.safetensors"
@@ -217,12 +356,15 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         "inputs": list(model.inputs),
         "training": {
             "data": [str(d) for d in config.data],
-            "images": len(images),
+            "split": config.split,
+            **data_card,
             "recipe": recipe.description,
-            "epochs": epochs, "batch_size": batch_size, "crop": crop, "lr": lr, "milestones": milestones,
+            "epochs": epochs, "recipe_epochs": recipe.epochs, "batch_size": batch_size, "crop": crop, "lr": lr,
+            "milestones": list(milestones), "schedule": schedule_card,  # copies: no YAML anchors
             "steps_per_epoch": steps, "seed": config.seed, "device": config.device,
             "seconds": round(time.time() - t0, 1),
-            "final_epoch": history[-1] if history else None,
+            "final_epoch": dict(history[-1]) if history else None,
+            "history": history,
         },
     }
     write_text_atomic(out / f"{config.model}.yaml", yaml.safe_dump(card, sort_keys=False))

@@ -1,0 +1,388 @@
+"""DeRUN and its classical solver derun-admm: shrinkage, the stage as one ADMM iteration, shapes,
+borders, the CLI, checkpoints, and a tiny overfit run."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from fusecli import create_model
+from fusecli.cli import app
+from fusecli.errors import CheckpointError, ConfigError, ShapeError
+from fusecli.inference import fuse_tensors
+from fusecli.models import get_entry, model_summary
+from fusecli.models.derun import (
+    DeRUN,
+    DeRUNADMM,
+    DeRUNADMMConfig,
+    DeRUNConfig,
+    Shrinkage,
+    Stage,
+    State,
+    _circ_conv,
+    sobel_kernels,
+    soft_threshold,
+)
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """DeRUN's tensors in these tests are tiny: one thread avoids the synchronisation overhead
+    that dominates on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _pair(h: int, w: int, seed: int = 0, batch: int = 1, dtype=torch.float32):
+    """A smooth 'infrared' blob and a textured 'visible' image, (batch, 1, h, w) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    u = (0.2 + 0.7 * torch.exp(-((xx - 0.2) ** 2 + yy**2) / 0.1)).expand(batch, 1, h, w)
+    v = (0.5 + 0.3 * torch.sin(9 * xx) * torch.cos(7 * yy)).expand(batch, 1, h, w)
+    noise = 0.05 * torch.rand(batch, 1, h, w, generator=g)
+    return (u + noise).clamp(0, 1).to(dtype), (v - noise).clamp(0, 1).to(dtype)
+
+
+# --- shrinkage ------------------------------------------------------------------------------------------
+
+def test_shrinkage_has_101_knots_at_step_002_and_is_piecewise_linear():
+    s = Shrinkage(3).double()
+    assert s.values.shape == (3, 101)
+    assert torch.allclose(s.points, torch.linspace(-1, 1, 101, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(s.points.diff(), torch.full((100,), 0.02, dtype=torch.float64), atol=1e-6)
+    with torch.no_grad():
+        s.values.add_(0.01 * torch.randn(3, 101, dtype=torch.float64).cumsum(1).abs())
+    q = torch.cummax(s.values, dim=1).values.detach()
+    # at the knots the map takes the (monotone) values; half-way between, their mean
+    grid = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    knots = grid.view(1, 1, 1, -1).expand(1, 3, 1, 101)
+    assert torch.allclose(s(knots)[0, :, 0], q, atol=1e-12)
+    mids = (grid[:-1] + 0.01).view(1, 1, 1, -1).expand(1, 3, 1, 100)
+    assert torch.allclose(s(mids)[0, :, 0], (q[:, :-1] + q[:, 1:]) / 2, atol=1e-12)
+    # slope exactly 1 outside [-1, 1], continuous at +-1
+    out = torch.tensor([-3.0, -1.0, 1.0, 2.5], dtype=torch.float64).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    r = s(out)[0, :, 0]
+    assert torch.allclose(r[:, 0] - r[:, 1], torch.full((3,), -2.0, dtype=torch.float64))
+    assert torch.allclose(r[:, 3] - r[:, 2], torch.full((3,), 1.5, dtype=torch.float64))
+
+
+def test_shrinkage_is_monotone_even_after_arbitrary_training_updates():
+    s = Shrinkage(2)
+    with torch.no_grad():
+        s.values.copy_(torch.randn(2, 101))  # far from monotone
+    a = torch.linspace(-1.5, 1.5, 3001).view(1, 1, 1, -1).expand(1, 2, 1, -1)
+    out = s(a)[0, :, 0]
+    assert (out.diff(dim=1) >= -1e-6).all()
+
+
+@pytest.mark.parametrize("threshold", [0.02, 0.1, 0.36])
+def test_shrinkage_is_the_exact_soft_threshold_at_init_on_grid_thresholds(threshold):
+    s = Shrinkage(1, threshold=threshold).double()
+    a = torch.linspace(-2, 2, 4001, dtype=torch.float64).view(1, 1, 1, -1)
+    assert torch.allclose(s(a), soft_threshold(a, threshold), atol=1e-12)
+
+
+def test_shrinkage_is_close_to_soft_threshold_off_grid_and_trains():
+    s = Shrinkage(1, threshold=0.05)  # between knots: at most step / 2 away
+    a = torch.linspace(-2, 2, 4001).view(1, 1, 1, -1).requires_grad_()
+    out = s(a)
+    err = (out - soft_threshold(a, 0.05)).abs().max().item()
+    assert 1e-4 < err <= 0.01 + 1e-6
+    out.sum().backward()
+    assert s.values.grad is not None and s.values.grad.abs().sum() > 0
+    assert a.grad is not None and (a.grad >= -1e-6).all() and (a.grad <= 1 + 1e-4).all()  # monotone, slope <= 1
+
+
+# --- the stage is one ADMM iteration in the classical setting --------------------------------------------
+
+def _classical_stage(config: DeRUNConfig, admm: DeRUNADMMConfig) -> Stage:
+    """A DeRUN stage with Sobel extractors (x in the specific branch, y in the sharing branch),
+    exact adjoints as transposes, PReLU slopes 1, the soft threshold and lambda_h = 0."""
+    stage = Stage(config).double()
+    sob = sobel_kernels(torch.float64)
+    delta = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    delta[..., 1, 1] = 1
+    with torch.no_grad():
+        for branch, kernel in ((stage.T.spec_l, sob[:1]), (stage.T.spec_k, sob[:1]), (stage.T.share, sob[1:])):
+            branch.conv1.copy_(kernel)
+            branch.conv2.copy_(delta)
+            if isinstance(branch.act, torch.nn.PReLU):
+                branch.act.weight.fill_(1.0)
+        stage.Tt.copy_adjoint_of(stage.T)
+        stage.rho.fill_(admm.rho)
+        stage.tau.fill_(admm.tau)
+        stage.mu.fill_(admm.mu)
+        stage.theta.fill_(admm.theta)
+        stage.sigma.fill_(admm.sigma)
+        stage.phi.fill_(admm.phi)
+        stage.omega.fill_(admm.omega)
+        stage.lambda_h.fill_(0.0)
+        stage.eta.copy_(torch.tensor([0.3, 0.4, 0.5]))  # inert with lambda_h = 0
+    stage.shrink.set_soft_threshold(admm.lam / admm.rho)
+    return stage
+
+
+def _random_state(b: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, State]:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(c: int, scale: float) -> torch.Tensor:
+        return scale * torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
+
+    return r(1, 0.3), State(r(1, 0.3), r(2, 0.2), r(2, 0.05), r(2, 0.2), r(2, 0.05))
+
+
+@pytest.mark.parametrize("mode", ["cg", "fft"])
+def test_one_classical_stage_equals_one_admm_iteration(mode):
+    admm_cfg = DeRUNADMMConfig(lam=0.024, rho=0.3, tau=0.7, mu=0.05, theta=20.0, sigma=0.3, phi=0.9, omega=1.1)
+    assert (admm_cfg.lam / admm_cfg.rho / 0.02) % 1 < 1e-9  # the threshold 0.08 lies on the knot grid
+    config = DeRUNConfig(specific_channels=1, shared_channels=1, stages=1, cg_steps=200,
+                         activation="prelu" if mode == "cg" else "none", dfm_inverse=mode)
+    stage = _classical_stage(config, admm_cfg)
+    admm = DeRUNADMM(admm_cfg).double()
+    m, state = _random_state(2, 13, 15, seed=3)
+    with torch.no_grad():
+        ours = stage(m, state)
+        ref = admm.iterate(m, state)
+    for name, a, b in zip(State._fields, ours, ref):
+        assert a.shape == b.shape, name
+        assert torch.allclose(a, b, atol=1e-9, rtol=0), f"{name}: max diff {(a - b).abs().max():.3g}"
+
+
+def test_classical_derun_equals_admm_end_to_end():
+    admm_cfg = DeRUNADMMConfig(iterations=3, lam=0.012, boundary="reflect", margin=3)
+    config = DeRUNConfig(specific_channels=1, shared_channels=1, stages=3, activation="none", dfm_inverse="fft",
+                         boundary="reflect", margin=3)
+    model = DeRUN(config).double()
+    stage = _classical_stage(config, admm_cfg)
+    for i in range(3):
+        model.stages[i].load_state_dict(stage.state_dict())
+    u, v = _pair(13, 16, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = model(u, v), DeRUNADMM(admm_cfg).double()(u, v)
+    assert torch.allclose(a, b, atol=1e-8)
+
+
+def test_admm_operators_are_sobel_and_adjoint():
+    admm = DeRUNADMM().double()
+    x = torch.rand(2, 1, 11, 14, dtype=torch.float64)
+    z = torch.rand(2, 2, 11, 14, dtype=torch.float64)
+    assert torch.allclose(admm._grad(x), _circ_conv(x, sobel_kernels(torch.float64)), atol=1e-12)
+    lhs = (admm._grad(x) * z).sum()
+    rhs = (x * admm._grad_t(z)).sum()
+    assert torch.allclose(lhs, rhs, atol=1e-10)
+
+
+def _hifm_energy(y, m, cfg: DeRUNADMMConfig, admm: DeRUNADMM) -> float:
+    d = admm._grad(y - m)
+    return float(0.5 * ((y - m) ** 2).sum() + cfg.lam * admm._grad(y).abs().sum()
+                 + cfg.mu * torch.log1p(cfg.theta * d**2).sum())
+
+
+def test_admm_lowers_the_hifm_energy():
+    cfg = DeRUNADMMConfig(iterations=60, boundary="circular")
+    admm = DeRUNADMM(cfg).double()
+    u, v = _pair(24, 30, dtype=torch.float64)
+    m = u - v
+    x = admm(u, v)
+    y = x - v  # the clip to [0, 1] does not act on this pair's range
+    assert x.min() > 0 and x.max() < 1
+    energy = _hifm_energy(y, m, cfg, admm)
+    assert energy < _hifm_energy(m, m, cfg, admm) * 0.9
+    assert energy < _hifm_energy(torch.zeros_like(m), m, cfg, admm)
+
+
+def test_cg_converges_to_the_fft_inverse_for_linear_learned_extractors():
+    """Random linear PWSM (transposes initialised as adjoints): CG on the learned operator and the
+    exact Fourier inverse give the same Y."""
+    torch.manual_seed(0)
+    fft = Stage(DeRUNConfig(activation="none", dfm_inverse="fft")).double()
+    cg = Stage(DeRUNConfig(activation="none", dfm_inverse="cg", cg_steps=150)).double()
+    cg.load_state_dict(fft.state_dict())
+    m, _ = _random_state(1, 10, 12, seed=1)
+    g = torch.Generator().manual_seed(5)
+    state = State(m, *(0.1 * torch.randn(1, 8, 10, 12, generator=g, dtype=torch.float64) for _ in range(4)))
+    with torch.no_grad():
+        exact = fft.dfm(m, state, fft.T.k(m))
+        approx = cg.dfm(m, state, cg.T.k(m))
+        few = Stage(DeRUNConfig(activation="none", cg_steps=2)).double()
+        few.load_state_dict(fft.state_dict())
+        rough = few.dfm(m, state, few.T.k(m))
+    assert torch.allclose(approx, exact, atol=1e-8)
+    assert (rough - exact).abs().max() > 1e-6  # two steps are not the exact inverse: the test can fail
+
+
+# --- the model: shapes, borders, batches, config ---------------------------------------------------------
+
+@pytest.mark.parametrize("boundary", ["reflect", "mirror", "circular"])
+def test_equal_sources_give_the_texture_source_back(boundary):
+    """M = 0 keeps Y = 0, so X = V exactly: checks the extension and the crop (odd size)."""
+    model = DeRUN(DeRUNConfig(stages=2, boundary=boundary))
+    _, v = _pair(37, 53)
+    with torch.no_grad():
+        assert torch.equal(model(v, v), v)
+        assert torch.equal(DeRUNADMM(DeRUNADMMConfig(iterations=3, boundary=boundary))(v, v), v)
+
+
+def test_shapes_range_and_batch_independence():
+    torch.manual_seed(0)
+    model = DeRUN(DeRUNConfig(stages=2)).eval()
+    u, v = _pair(37, 53, batch=3)
+    u = u + 0.05 * torch.rand_like(u)  # distinct samples
+    with torch.no_grad():
+        out = model(u, v)
+        one = model(u[1:2], v[1:2])
+    assert out.shape == (3, 1, 37, 53)
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(out[1:2], one, atol=1e-5)
+
+
+def test_bad_inputs_and_configs_are_refused():
+    model = DeRUN(DeRUNConfig(stages=1))
+    with pytest.raises(ShapeError):
+        model(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+    with pytest.raises(ShapeError):
+        model(torch.rand(1, 1, 3, 8), torch.rand(1, 1, 3, 8))
+    with pytest.raises(ConfigError):
+        DeRUNConfig(dfm_inverse="fft")  # PReLU extractors are not linear
+    with pytest.raises(ConfigError):
+        DeRUNConfig(boundary="zeros")
+    with pytest.raises(ConfigError):
+        DeRUNADMMConfig(rho=0)
+
+
+def test_registry_weights_and_checkpoint_roundtrip(tmp_path):
+    with pytest.raises(CheckpointError, match="no default weights"):
+        create_model("derun")
+    admm = create_model("derun-admm")
+    assert isinstance(admm, DeRUNADMM) and "fixed parameters" in admm.weights_info
+    assert model_summary(get_entry("derun-admm"))["parameters"] == 0
+    assert model_summary(get_entry("derun"))["parameters"] == sum(p.numel() for p in DeRUN().parameters())
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = create_model("derun", weights=None, stages=2)
+    path = tmp_path / "derun.safetensors"
+    save_file(model.state_dict(), str(path))
+    loaded = create_model("derun", checkpoint=path, stages=2)
+    u, v = _pair(20, 24)
+    with torch.no_grad():
+        assert torch.equal(model(u, v), loaded(u, v))
+    with pytest.raises(CheckpointError, match="no code and no checkpoint"):
+        create_model("derun", checkpoint=path)  # 9 stages expected: keys missing
+
+
+def test_tiled_inference_runs_and_stays_close():
+    model = create_model("derun-admm", iterations=10)
+    u, v = _pair(50, 70)
+    whole = fuse_tensors(model, [u, v])
+    tiles = fuse_tensors(model, [u, v], tile=32, overlap=12)
+    assert tiles.shape == whole.shape
+    assert (tiles - whole).abs().mean() < 0.01
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+def _odd_colour_pair(tmp_path):
+    ir = cv2.imread(str(SAMPLES / "ir.png"), cv2.IMREAD_GRAYSCALE)[40:77, 60:113]
+    vis = cv2.imread(str(SAMPLES / "vis_color.png"), cv2.IMREAD_COLOR)[40:77, 60:113]
+    cv2.imwrite(str(tmp_path / "ir.png"), ir)
+    cv2.imwrite(str(tmp_path / "vis.png"), vis)
+    return tmp_path / "ir.png", tmp_path / "vis.png", vis
+
+
+def test_cli_fuses_odd_colour_with_derun_admm(tmp_path):
+    ir, vis, vis_img = _odd_colour_pair(tmp_path)
+    out = tmp_path / "fused.png"
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(out), "--model", "derun-admm",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert fused.shape == (37, 53, 3)
+    # colour from the visible image: the chroma planes match it
+    cr_in = cv2.cvtColor(vis_img, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int)
+    cr_out = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int)
+    assert np.abs(cr_in - cr_out).mean() < 3
+
+
+def test_cli_fuses_odd_colour_with_derun_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    ir, vis, _ = _odd_colour_pair(tmp_path)
+    torch.manual_seed(2)
+    ckpt = tmp_path / "derun.safetensors"
+    save_file(DeRUN().state_dict(), str(ckpt))  # the default config: 9 stages
+    out = tmp_path / "fused.png"
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(out), "--model", "derun",
+                                 "--checkpoint", str(ckpt), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (37, 53, 3)
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "x.png"), "--model", "derun"])
+    assert result.exit_code == 1 and "pass --checkpoint" in result.output
+
+
+def test_batch_runs_the_fixed_parameter_solver_on_a_medical_layout(tmp_path):
+    """derun-admm needs no weights in `batch` either; pet/ + mri/ puts PET first (U), MRI second (V),
+    and the PET colour is kept."""
+    import json
+
+    from fusecli.batch import run_batch
+
+    data = tmp_path / "data"
+    (data / "pet").mkdir(parents=True)
+    (data / "mri").mkdir()
+    rng = np.random.default_rng(0)
+    for stem in ("a", "b"):
+        pet = np.zeros((29, 31, 3), np.uint8)
+        pet[8:20, 8:22] = (40, 60, 220)  # a red (BGR) hot spot
+        mri = rng.integers(60, 200, (29, 31), dtype=np.uint8)
+        cv2.imwrite(str(data / "pet" / f"{stem}.png"), pet)
+        cv2.imwrite(str(data / "mri" / f"{stem}.png"), mri)
+    result = run_batch(data, tmp_path / "out", "derun-admm", device="cpu")
+    assert result.roles == ("pet", "mri") and not result.failures
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["weights"] == "fixed parameters (no training)"
+    fused = cv2.imread(str(tmp_path / "out" / "a.png"), cv2.IMREAD_COLOR)
+    assert fused.shape == (29, 31, 3)
+    b, g, r = (fused[10:18, 10:20].astype(int).mean(axis=(0, 1)))
+    assert r > b + 30  # the PET hot spot stays red
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+def test_tiny_overfit_run_lowers_the_loss():
+    try:
+        from fusecli.losses import lgde_loss
+    except ImportError:  # pragma: no cover - until the LGDE loss lands
+
+        def lgde_loss(x, v, softness=0.1):
+            def grad(t):
+                return torch.cat([t.diff(dim=-1)[..., :-1, :], t.diff(dim=-2)[..., :, :-1]], 1)
+            return F.mse_loss(grad(x), grad(v))
+
+    torch.manual_seed(0)
+    model = DeRUN(DeRUNConfig(stages=1, margin=2)).train()
+    u, v = _pair(16, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss_fn():
+        x = model(u, v)
+        return F.mse_loss(x, u) + 10 * lgde_loss(x, v, softness=0.1)
+
+    first = loss_fn().item()
+    for _ in range(12):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    last = loss_fn().item()
+    assert np.isfinite(last) and last < 0.8 * first, (first, last)
