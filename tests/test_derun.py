@@ -261,8 +261,9 @@ def test_bad_inputs_and_configs_are_refused():
 
 
 def test_registry_weights_and_checkpoint_roundtrip(tmp_path):
-    with pytest.raises(CheckpointError, match="no default weights"):
-        create_model("derun")
+    # shipped weights: infrared-visible by default, medical by name; both checked against their sha256
+    assert create_model("derun").weights_info.startswith("derun.roadscene (sha256 ")
+    assert create_model("derun", weights="derun.harvard").weights_info.startswith("derun.harvard (sha256 ")
     admm = create_model("derun-admm")
     assert isinstance(admm, DeRUNADMM) and "fixed parameters" in admm.weights_info
     assert model_summary(get_entry("derun-admm"))["parameters"] == 0
@@ -326,7 +327,12 @@ def test_cli_fuses_odd_colour_with_derun_checkpoint(tmp_path):
                                  "--checkpoint", str(ckpt), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (37, 53, 3)
-    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "x.png"), "--model", "derun"])
+    # without --checkpoint: the shipped weights; a model that ships none asks for --checkpoint
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "x.png"), "--model", "derun",
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED).shape == (37, 53, 3)
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "y.png"), "--model", "frufn"])
     assert result.exit_code == 1 and "pass --checkpoint" in result.output
 
 

@@ -210,7 +210,7 @@ register_model(ModelEntry(
     tasks=("ir-vis", "medical"),
     paper="He et al., Degradation-Resistant Unfolding Network for Heterogeneous Image Fusion, ICCV 2023",
     convert_official=_derun.convert_official,
-    default_weights=None,
+    default_weights="derun.roadscene",
     official_hint="The DeRUN authors released no code and no checkpoint: only checkpoints written by fusecli "
                   "(`fusecli train derun`, or a state dict of fusecli's DeRUN) load.",
 ))
