@@ -24,7 +24,7 @@ import torch
 
 from fusecli.errors import ShapeError
 
-__all__ = ["merge_luma", "rgb_to_y", "rgb_to_ycbcr", "split_luma", "ycbcr_to_rgb"]
+__all__ = ["merge_luma", "rgb_to_y", "rgb_to_ycbcr", "split_luma", "stretch", "ycbcr_to_rgb"]
 
 _KR, _KG, _KB = 0.299, 0.587, 0.114
 _CB_SCALE = 2.0 * (1.0 - _KB)  # 1.772
@@ -152,3 +152,29 @@ def merge_luma(y: torch.Tensor, cbcr: torch.Tensor | None) -> torch.Tensor:
             "batch size, height and width"
         )
     return ycbcr_to_rgb(torch.cat((y, cbcr), dim=1)).clamp(0.0, 1.0)
+
+
+def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row ``q`` quantile of (B, N) with linear interpolation (as ``torch.quantile``, which
+    refuses more than 2**24 values: a 2100x2700 RGB image has 17 million)."""
+    n = flat.shape[1]
+    pos = q * (n - 1)
+    below = int(pos)
+    above = min(below + 1, n - 1)
+    a = flat.kthvalue(below + 1, dim=1).values
+    if above == below or pos == below:
+        return a
+    b = flat.kthvalue(above + 1, dim=1).values
+    return a + (b - a) * (pos - below)
+
+
+def stretch(image: torch.Tensor, low: float = 0.005, high: float = 0.995) -> torch.Tensor:
+    """Map the ``low``..``high`` quantiles of ``image`` linearly onto [0, 1] (clipping outside).
+
+    For raw thermal frames (14/16-bit counts that fill a small part of the 16-bit range).
+    Args: image (B, C, H, W) in [0, 1]. Returns the same shape; a constant image comes back unchanged.
+    """
+    flat = image.flatten(1).float()
+    lo, hi = _quantile(flat, low).view(-1, 1, 1, 1), _quantile(flat, high).view(-1, 1, 1, 1)
+    span = hi - lo
+    return torch.where(span > 0, ((image - lo) / span.clamp_min(1e-12)).clamp(0, 1), image)

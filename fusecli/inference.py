@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .color import merge_luma, rgb_to_y, split_luma
+from .color import merge_luma, rgb_to_y, split_luma, stretch
 from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
 from .io import read_cube, read_image, write_cube, write_image
-from .tiling import tiled
+from .tiling import pad_to_multiple, tiled
 
 __all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "fuse_cube_files", "stretch",
            "FuseResult", "check_source_count"]
@@ -47,15 +46,6 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device(spec)
     raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def check_source_count(model: nn.Module, count: int) -> None:
@@ -87,7 +77,7 @@ def _run(model: nn.Module, sources: list[torch.Tensor]) -> torch.Tensor:
     """Run the model once on (B, 1, h, w) sources: pad to its multiple, crop back."""
     h, w = sources[0].shape[-2:]
     multiple = getattr(model, "pad_multiple", 1)
-    out = model(*[_pad_to_multiple(s, multiple) for s in sources])
+    out = model(*[pad_to_multiple(s, multiple) for s in sources])
     return out[..., :h, :w]
 
 
@@ -204,32 +194,6 @@ def fuse_images(
         chroma = next((split[i][1] for i in order if split[i][1] is not None), None)
     fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap)
     return merge_luma(fused, None if chroma is None else chroma.to(fused.device))
-
-
-def stretch(image: torch.Tensor, low: float = 0.005, high: float = 0.995) -> torch.Tensor:
-    """Map the ``low``..``high`` quantiles of ``image`` linearly onto [0, 1] (clipping outside).
-
-    For raw thermal frames (14/16-bit counts that fill a small part of the 16-bit range).
-    Args: image (B, C, H, W) in [0, 1]. Returns the same shape; a constant image comes back unchanged.
-    """
-    flat = image.flatten(1).float()
-    lo, hi = _quantile(flat, low).view(-1, 1, 1, 1), _quantile(flat, high).view(-1, 1, 1, 1)
-    span = hi - lo
-    return torch.where(span > 0, ((image - lo) / span.clamp_min(1e-12)).clamp(0, 1), image)
-
-
-def _quantile(flat: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row ``q`` quantile of (B, N) with linear interpolation (as ``torch.quantile``, which
-    refuses more than 2**24 values: a 2100x2700 RGB image has 17 million)."""
-    n = flat.shape[1]
-    pos = q * (n - 1)
-    below = int(pos)
-    above = min(below + 1, n - 1)
-    a = flat.kthvalue(below + 1, dim=1).values
-    if above == below or pos == below:
-        return a
-    b = flat.kthvalue(above + 1, dim=1).values
-    return a + (b - a) * (pos - below)
 
 
 @dataclass(frozen=True)

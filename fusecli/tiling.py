@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .errors import ConfigError
 
@@ -85,3 +86,14 @@ def tiled(
             weight[..., y0:y1, x0:x1] += w
     assert out is not None
     return out / weight
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (B, C, H, W) on the bottom and right so that H and W are multiples of ``multiple``
+    (reflect where the image is large enough, else replicate); ``x`` itself when nothing is needed."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -38,7 +38,7 @@ three channels) and to take its RGB output as it is. ``forward(*exposures)`` tak
 Deviations from the official code
 ---------------------------------
 * The stretch quantiles interpolate linearly between order statistics
-  (:func:`fusecli.inference.stretch`); the official code takes the sorted value at index
+  (:func:`fusecli.color.stretch`); the official code takes the sorted value at index
   ``int(n * q)``: a difference of at most one order statistic (invisible after 8-bit rounding,
   except on images with very few distinct values).
 * Output: rounded to 8 bits, the official code truncates.
@@ -57,7 +57,7 @@ from torch import nn
 
 from ..color import rgb_to_ycbcr, ycbcr_to_rgb
 from ..errors import CheckpointError, ConfigError, ShapeError
-from ..inference import stretch
+from ..color import stretch
 from .layers import DCU, SoftThreshold
 
 __all__ = ["CSCMEFConfig", "CSCMEF", "WeightNet", "fuse_chroma", "convert_official"]

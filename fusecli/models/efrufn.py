@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..inference import _pad_to_multiple
+from ..tiling import pad_to_multiple
 from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder
 
 __all__ = ["EFRUFNConfig", "EFRUFN", "SolverInfo", "anderson", "fixed_point", "convert_official"]
@@ -365,7 +365,7 @@ class EFRUFN(nn.Module):
         if solver_iters is not None and solver_iters < 1:
             raise ConfigError(f"solver_iters must be at least 1, got {solver_iters}")
         h, w = ir.shape[-2:]
-        ir, vis = _pad_to_multiple(ir, self.pad_multiple), _pad_to_multiple(vis, self.pad_multiple)
+        ir, vis = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vis, self.pad_multiple)
         f1, f_vis = self.enc_ir(ir), self.enc_vis(vis)
         with torch.no_grad():
             z0 = self.initial_state(f_vis, f1)

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
-from ..inference import _pad_to_multiple
+from ..tiling import pad_to_multiple
 from .layers import ResBlock, UFCell
 
 __all__ = ["FRUFNConfig", "FRUFN", "convert_official", "convert_cell", "check_pair"]
@@ -141,7 +141,7 @@ class FRUFN(nn.Module):
         """Fused image and the last mask M(N+1), both (B, 1, H, W); see the class docstring."""
         check_pair(ir, vis)
         h, w = ir.shape[-2:]
-        ir, vis = _pad_to_multiple(ir, self.pad_multiple), _pad_to_multiple(vis, self.pad_multiple)
+        ir, vis = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vis, self.pad_multiple)
         f1, f = self.enc_ir(ir), self.enc_vis(vis)  # F1 = T1(infrared), F(1) = F2 = T2(visible)
         m = f.new_zeros(f.shape[0], 1, *f.shape[-2:])
         for cell in self.cells:
