@@ -169,6 +169,10 @@ def fuse_images(
         gray: force a gray (1-channel) output.
         tile, overlap: see :func:`fuse_tensors`.
 
+    A model that carries a ``colornet`` (FRUFN / EFRUFN multi-exposure weights whose card names a
+    trained ColorNet, Remark 1) gets the chroma of two colour sources from it: ColorNet(fused Y,
+    CbCr of source 1, CbCr of source 2), clamped to [0, 1].
+
     A model with ``colour = "model"`` (CSC-MEF) fuses colour itself: it gets the RGB images (gray
     ones repeated to three channels) and its RGB output is returned as it is (its luminance with
     ``gray``).
@@ -184,6 +188,22 @@ def fuse_images(
         fused = fuse_tensors(model, rgb, tile=tile, overlap=overlap)
         return rgb_to_y(fused).clamp(0, 1) if gray else fused
     split = [split_luma(im) for im in images]
+    colornet = getattr(model, "colornet", None)
+    if colornet is not None and not gray and len(split) == 2 and all(c is not None for _, c in split):
+        # multi-exposure weights with a trained ColorNet (FRUFN Remark 1): chroma predicted from the
+        # fused luminance and both sources' chroma, instead of copied from one source
+        fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap)
+        cbcr = [c.to(fused.device) for _, c in split]
+        colornet = colornet.to(fused.device)
+        try:
+            with torch.inference_mode():
+                chroma = colornet(fused, *cbcr).clamp(0, 1)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
+                raise
+            raise DeviceError(f"out of memory running ColorNet on a {fused.shape[-1]}x{fused.shape[-2]} image: "
+                              "use --device cpu") from exc
+        return merge_luma(fused, chroma)
     chroma = None
     if not gray:
         roles = list(getattr(model, "inputs", ()))

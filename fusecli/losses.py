@@ -193,3 +193,104 @@ def ivf_unsupervised_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
     loss = w["intensity"] * intensity + w["texture"] * texture + w["structure"] * structure - w["std"] * std
     return loss, {"intensity": intensity.item(), "texture": texture.item(), "structure": structure.item(),
                   "std": std.item()}
+
+
+# --- CSC-MEF: MEF-MS-SSIM (MEF-Net's differentiable form) and the halo loss -------------------------
+
+#: scale weights of MEF-Net's ``mef_msssim`` (3 scales; each next scale a 2x2 average pool)
+MEF_MSSSIM_BETAS = (0.0710, 0.4530, 0.4760)
+
+
+def _mef_ssim_lcs(x: torch.Tensor, ys: torch.Tensor, window: torch.Tensor, sigma_g: float, sigma_l: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image means of the luminance and contrast-structure maps, ``(B,)`` each."""
+    b, k, h, w = ys.shape
+    r = window.shape[-1] // 2
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # zero padding ("same"), as MEF-Net's F.conv2d(padding=ws//2)
+        n = t.shape[1]
+        return F.conv2d(t.reshape(-1, 1, h, w), window, padding=r).reshape(b, n, h, w)
+
+    mu_y = blur(ys)
+    var_y = blur(ys * ys) - mu_y * mu_y
+    mu_x = blur(x)
+    var_x = blur(x * x) - mu_x * mu_x
+    cov = blur(x * ys) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    cs_seq = (2 * cov + c2) / (var_x + var_y + c2)  # (B, K, H, W)
+    # structure of the exposure with the largest local contrast (the "desired" patch)
+    cs = cs_seq.gather(1, var_y.argmax(1, keepdim=True))
+    # desired mean luminance: exposures weighted by global and local well-exposedness
+    l_global = torch.exp(-((mu_y.mean((2, 3), keepdim=True) - 0.5) ** 2) / (2 * sigma_g**2))
+    l_local = torch.exp(-((mu_y - 0.5) ** 2) / (2 * sigma_l**2))
+    weight = l_global * l_local
+    mu_d = (weight * mu_y).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp(min=1e-12)
+    lum = (2 * mu_x * mu_d + c1) / (mu_x * mu_x + mu_d * mu_d + c1)
+    return lum.mean((1, 2, 3)), cs.mean((1, 2, 3))
+
+
+def mef_msssim_lum(fused: torch.Tensor, exposures: torch.Tensor, *, window: int = 11,
+                   sigma: float = 11 / 6, sigma_g: float = 0.2, sigma_l: float = 0.2,
+                   betas: tuple[float, ...] = MEF_MSSSIM_BETAS) -> torch.Tensor:
+    """Differentiable MEF-MS-SSIM with the luminance term (MEF-Net's ``MEF_MSSSIM(is_lum=True)``),
+    the training objective of CSC-MEF's official code.
+
+    This is the fast training form (Ma et al., MEF-Net, TIP 2020), not the evaluation metric of
+    :func:`fusecli.metrics.mef.mef_ssim`: the desired local structure is that of the exposure with
+    the largest local variance (not the weighted, rescaled mix), statistics use an 11x11 Gaussian
+    window (sigma 11/6, zero padding, every pixel), and a luminance term compares the fused local
+    mean with the exposures' local means weighted by global and local well-exposedness
+    ``exp(-(mu - 0.5)^2 / (2 sigma^2))``. Score = ``l_S^beta_S * prod_s cs_s^beta_s`` over ``S =
+    len(betas)`` scales (2x2 average pooling between them); ``cs`` is clamped at 1e-6 before the
+    fractional powers so that a bad initial output gives a finite (small) score.
+
+    Args:
+        fused: (B, 1, H, W) fused luminance in [0, 1] (gradients flow into it).
+        exposures: (B, K, H, W) the K >= 1 source luminances in [0, 1] (no gradient needed).
+        window, sigma: Gaussian window. sigma_g, sigma_l: well-exposedness widths.
+        betas: scale weights (default MEF-Net's three).
+
+    Returns:
+        (B,) scores, at most 1; ``fused`` equal to the single exposure of a K = 1 stack gives 1.
+
+    Raises:
+        ShapeError: shapes disagree, or the image is too small for the scales (the coarsest scale
+            needs at least ``window`` pixels).
+    """
+    if fused.dim() != 4 or fused.shape[1] != 1 or exposures.dim() != 4 or \
+            fused.shape[0] != exposures.shape[0] or fused.shape[-2:] != exposures.shape[-2:]:
+        raise ShapeError(f"mef_msssim_lum needs fused (B, 1, H, W) and exposures (B, K, H, W) of one size, got "
+                         f"{tuple(fused.shape)} and {tuple(exposures.shape)}")
+    if min(fused.shape[-2:]) // 2 ** (len(betas) - 1) < window:
+        raise ShapeError(f"mef_msssim_lum with {len(betas)} scales needs images of at least "
+                         f"{window * 2 ** (len(betas) - 1)} px, got {fused.shape[-1]}x{fused.shape[-2]}")
+    g = torch.exp(-((torch.arange(window, dtype=torch.float64) - window // 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).to(fused)[None, None]
+    ls, css = [], []
+    x, ys = fused, exposures.to(fused)
+    for level in range(len(betas)):
+        if level:
+            x, ys = F.avg_pool2d(x, 2), F.avg_pool2d(ys, 2)
+        lum, cs = _mef_ssim_lcs(x, ys, kernel, sigma_g, sigma_l)
+        ls.append(lum)
+        css.append(cs)
+    beta = torch.tensor(betas, dtype=fused.dtype, device=fused.device)
+    cs_all = torch.stack(css, 1).clamp(min=1e-6)
+    return ls[-1].clamp(min=1e-6) ** beta[-1] * torch.prod(cs_all ** beta, dim=1)
+
+
+def halo_loss(y: torch.Tensor) -> torch.Tensor:
+    """CSC-MEF's halo loss: the mean L1 norm of the horizontal and vertical Sobel gradients of the
+    fused luminance, ``mean(|S_x * y| + |S_y * y|)`` over the interior pixels (no padding, so the
+    image border adds no artificial edge).
+
+    Args:
+        y: (B, 1, H, W) fused luminance, H, W >= 3.
+
+    Returns:
+        Scalar tensor >= 0 (0 for a constant image).
+    """
+    if y.dim() != 4 or min(y.shape[-2:]) < 3:
+        raise ShapeError(f"halo_loss needs a (B, C, H, W) tensor with H, W >= 3, got {tuple(y.shape)}")
+    return sobel_gradient(y)[..., 1:-1, 1:-1].mean()

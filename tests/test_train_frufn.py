@@ -10,9 +10,10 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from fusecli import create_model
+from fusecli import create_model, fuse_images
+from fusecli.color import merge_luma, split_luma
 from fusecli.cli import app
-from fusecli.errors import ConfigError, UnknownNameError
+from fusecli.errors import CheckpointError, ConfigError, UnknownNameError
 from fusecli.models.colornet import ColorNet
 from fusecli.train.frufn import StagedTrainConfig, parse_stages, stage_paths, train_stages
 
@@ -98,6 +99,23 @@ def test_three_stages_write_cards_and_teach_each_other(tmp_path):
     colornet_file = stage_paths(config.out, "frufn", "meif")["colornet"]
     net.load_state_dict(load_file(str(colornet_file)))
     assert read["meif"]["colornet"]["file"] == colornet_file.name
+
+    # the meif card brings its ColorNet: a colour exposure pair gets the predicted chroma (Remark 1)
+    meif = create_model("frufn", checkpoint=cards["meif"])
+    assert isinstance(meif.colornet, ColorNet) and "ColorNet" in meif.weights_info
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in meif.colornet.state_dict().items())
+    a, b = torch.rand(1, 3, 20, 27), torch.rand(1, 3, 20, 27)
+    fused, y = fuse_images(meif, [a, b]), fuse_images(meif, [a, b], gray=True)
+    with torch.no_grad():
+        want = merge_luma(y, meif.colornet(y, split_luma(a)[1], split_luma(b)[1]).clamp(0, 1))
+    assert fused.shape == (1, 3, 20, 27) and torch.allclose(fused, want, atol=1e-6)
+    assert not torch.allclose(split_luma(fused)[1], split_luma(b)[1], atol=1e-3)  # not a copy of one source
+    assert getattr(create_model("frufn", checkpoint=cards["ivf"]), "colornet", None) is None
+    # a ColorNet file that does not match its card is refused
+    bad = tmp_path / "run" / "meif" / "bad.yaml"
+    bad.write_text(cards["meif"].read_text().replace(read["meif"]["colornet"]["sha256"], "0" * 64))
+    with pytest.raises(CheckpointError, match="ColorNet|sha256"):
+        create_model("frufn", checkpoint=bad)
 
 
 def test_efrufn_stages_and_resume(tmp_path):

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from ..errors import ConfigError
 from ..inference import resolve_device
-from ..train import TrainConfig, get_recipe
+from ..train import TrainConfig, get_recipe, parse_options
 from ..train import train as run_training
 from ..train.frufn import STAGED_MODELS, STAGES, StagedTrainConfig, parse_stages, train_stages
 from ._console import err, reporting_errors
@@ -19,11 +19,12 @@ def train(
     model: str = typer.Argument(..., help="Model to train (its paper's recipe is used), e.g. auif."),
     data: list[Path] = typer.Option(None, "--data", help="Dataset folder (repeatable). Role sub-folders "
                                     "(ir/, vis/) are read, or the folder's own images; models trained on "
-                                    "pairs (derun) take the pairs of ir/+vis/, pet/+mri/, spect/+mri/, ct/+mri/. "
+                                    "pairs (derun) take the pairs of ir/+vis/, pet/+mri/, spect/+mri/, ct/+mri/; "
+                                    "cscfuse-mef the under/+over/ stacks. "
                                     "frufn/efrufn use --sharp-data and --ivf-data instead.",
                                     show_default=False),
     split: str = typer.Option("auto", "--split", help="Pairs of datasets with a fixed held-out split "
-                              "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct: every 5th sorted stem "
+                              "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct, mefb: every 5th sorted stem "
                               "held out): auto = their train part and all pairs of other datasets; train = "
                               "the train part (error for a dataset without a split); all = every pair."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: last.pt, final weights, card."),
@@ -49,6 +50,9 @@ def train(
     color_epochs: int | None = typer.Option(None, help="frufn/efrufn: ColorNet epochs in the meif stage "
                                             "(default: --epochs if given, else 320; 0 = no ColorNet)."),
     synth_seed: int | None = typer.Option(None, help="frufn/efrufn: seed of the pair synthesis (default: --seed)."),
+    option: list[str] = typer.Option(None, "--option", help="A recipe hyper-parameter as KEY=NUMBER "
+                                     "(repeatable), e.g. cscfuse-mef's halo_max=0; unknown keys are an error.",
+                                     show_default=False),
     transfer_loss: str = typer.Option("paper", help="frufn/efrufn: gradient-transfer loss, 'paper' (eq. 3) or "
                                       "'official' (the authors' code)."),
 ) -> None:
@@ -61,6 +65,8 @@ def train(
                 teacher=None if teacher is None else str(teacher), epochs=epochs, batch_size=batch_size, crop=crop,
                 lr=lr, steps_per_epoch=steps_per_epoch, color_epochs=color_epochs, transfer_mode=transfer_loss,
                 seed=seed, synth_seed=synth_seed, device=str(resolve_device(device)), resume=resume)
+            if option:
+                raise ConfigError(f"--option is not used by {model}'s staged training")
             if data:
                 raise ConfigError(f"{model} trains in stages: pass --sharp-data and --ivf-data, not --data")
             _train_staged(config)
@@ -73,7 +79,8 @@ def train(
         recipe = get_recipe(model)
         config = TrainConfig(model=model, data=tuple(map(str, data)), out=str(out), epochs=epochs,
                              batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
-                             seed=seed, device=str(resolve_device(device)), resume=resume, split=split)
+                             seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
+                             options=parse_options(option or ()))
         err.print(f"training {model}: {recipe.description}", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))

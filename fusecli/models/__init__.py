@@ -146,6 +146,12 @@ def create_model(
         state = card.load_state_dict()
         _load_into(model, entry, state, source=str(card.path))
         model.weights_info = f"{card.name} (sha256 {card.sha256[:12]})"
+        if card.extra.get("colornet") is not None:  # FRUFN/EFRUFN multi-exposure weights: chroma network
+            from .colornet import load_from_card
+            # kept outside the module tree (not a submodule): the model's state dict stays the
+            # fusion network's, so its weights load into and copy from any FRUFN/EFRUFN unchanged
+            object.__setattr__(model, "colornet", load_from_card(card.extra["colornet"], card.path).to(device))
+            model.weights_info += " + ColorNet"
     else:
         model.weights_info = "random initialisation" if entry.needs_weights else "fixed parameters (no training)"
     return model.to(device).eval()

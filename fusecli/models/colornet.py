@@ -19,6 +19,7 @@ result here (their chroma scale differs from BT.601's by at most 3e-4).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ from ..color import merge_luma
 from ..errors import CheckpointError, ConfigError, ShapeError
 from .layers import ConvNeXtV2Block
 
-__all__ = ["ColorNetConfig", "ColorNet", "convert_official"]
+__all__ = ["ColorNetConfig", "ColorNet", "convert_official", "load_from_card"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +96,37 @@ def convert_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out["in_conv.weight"] = w_in[:, [0, 2, 1, 4, 3]].clone()
     out["out_conv.weight"] = w_out[[1, 0]].clone()
     return out
+
+
+def load_from_card(entry: dict, card_path: Path) -> ColorNet:
+    """The ColorNet named in a weights card's ``colornet`` section (as ``fusecli train frufn|efrufn``
+    writes it for the ``meif`` stage), its file checked against the card's sha256.
+
+    Args:
+        entry: the card's ``colornet`` mapping (``file``, ``sha256``, optional ``config``).
+        card_path: the card file; ``file`` is relative to its folder.
+
+    Raises:
+        CheckpointError: the section is malformed, the file is missing or corrupt, or does not fit.
+    """
+    from ._weights import load_state_dict, sha256_file  # here: _weights imports the registry
+
+    if not isinstance(entry, dict) or not {"file", "sha256"} <= set(entry):
+        raise CheckpointError(f"weights card {card_path}: 'colornet' must name its 'file' and 'sha256'")
+    path = Path(card_path).parent / entry["file"]
+    if not path.is_file():
+        raise CheckpointError(f"ColorNet file {path} named by card {card_path} is missing")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"{path} has sha256 {digest[:12]}..., but card {card_path} says "
+                              f"{str(entry['sha256'])[:12]}...: the file is corrupt or was replaced")
+    try:
+        net = ColorNet(ColorNetConfig(**(entry.get("config") or {})))
+    except TypeError as exc:
+        raise CheckpointError(f"weights card {card_path}: bad ColorNet config: {exc}") from exc
+    state = load_state_dict(path)[0]
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"ColorNet file {path} does not fit ColorNet: {str(exc).splitlines()[0]}") from exc
+    return net.eval()

@@ -15,7 +15,7 @@ import dataclasses
 import io
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import ConfigError, UnknownNameError
 from ..io import write_bytes_atomic, write_text_atomic
-from ..losses import lgde_loss, ssim_loss
+from ..losses import halo_loss, lgde_loss, mef_msssim_lum, ssim_loss
 from ..models import create_model, get_entry
 from ..models import auif as _auif
 from ..models._weights import sha256_file
@@ -65,6 +65,10 @@ class Recipe:
     #: ``scheduler(optimizer, epochs) -> (lr scheduler stepped once per epoch, card record)``; None:
     #: MultiStepLR(``milestones`` scaled by epochs / recipe epochs, ``gamma``)
     scheduler: Callable[[torch.optim.Optimizer, int], tuple[Any, dict[str, Any]]] | None = None
+    #: the recipe's tunable hyper-parameters and their paper values (``--option KEY=VALUE``); a
+    #: recipe with options gets ``loss(model, batch, step=i, **options)``, ``i`` the 1-based
+    #: iteration counted over the whole run (so a resumed run continues any ramp where it stopped)
+    options: dict[str, float] = field(default_factory=dict)
 
 
 def step_decay_after(start: int, every: int, gamma: float, *, epochs: int
@@ -124,6 +128,34 @@ class TrainConfig:
     #: which pairs of datasets with a fixed held-out split are used (:mod:`fusecli.train.splits`):
     #: ``"auto"`` (their train part; all pairs of other datasets), ``"train"`` or ``"all"``
     split: str = "auto"
+    #: overrides of the recipe's :attr:`Recipe.options` (unknown keys are an error)
+    options: dict[str, float] = field(default_factory=dict)
+
+
+def parse_options(items: Sequence[str]) -> dict[str, float]:
+    """``["halo_max=0", ...]`` -> ``{"halo_max": 0.0}`` (the CLI's ``--option KEY=VALUE``).
+
+    Raises:
+        ConfigError: an item without ``=`` or with a value that is not a number.
+    """
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key.strip():
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--option must be KEY=NUMBER (e.g. halo_max=0), got {item!r}") from None
+    return out
+
+
+def _resolve_options(recipe: Recipe, overrides: dict[str, float]) -> dict[str, float]:
+    unknown = sorted(set(overrides) - set(recipe.options))
+    if unknown:
+        known = ", ".join(sorted(recipe.options)) or "none"
+        raise ConfigError(f"recipe {recipe.model} has no option {', '.join(unknown)} (its options: {known})")
+    return {**recipe.options, **overrides}
 
 
 # --- recipes -------------------------------------------------------------------------------------
@@ -217,6 +249,41 @@ RECIPES["derun"] = Recipe(
 )
 
 
+# --- CSC-MEF (Zhao et al., CVPRW 2023): a weight-map network trained on exposure stacks ------------
+
+def _csc_mef_loss(model: nn.Module, batch: tuple[torch.Tensor, ...], *, step: int, halo_max: float,
+                  halo_ramp: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """CSC-MEF eq. 7: ``-MEF-MS-SSIM(y_F; y_1..y_K) + lambda_i * L_halo(y_F)``.
+
+    ``batch`` = K (B, 1, H, W) exposure luminances in [0, 1]. Only the fused luminance enters the
+    loss, and it depends only on the weight maps and the source lumas (``y_F = sum_k w_k y_k``), so
+    training on luminance crops is exact: the chroma rule has no parameters. ``lambda_i =
+    min(halo_ramp * (i - 1), halo_max)`` at the 1-based iteration ``i`` (the paper's ramp).
+    """
+    ys = torch.cat(batch, 1)  # (B, K, H, W)
+    y = (model.weight_maps(*batch) * ys).sum(1, keepdim=True)
+    q = mef_msssim_lum(y, ys).mean()
+    halo = halo_loss(y)
+    weight = min(halo_ramp * (step - 1), halo_max)
+    return -q + weight * halo, {"mef_msssim": q.item(), "halo": halo.item(), "halo_weight": weight}
+
+
+RECIPES["cscfuse-mef"] = Recipe(
+    model="cscfuse-mef",
+    description="weight-map network on aligned 128x128 luminance crops of exposure stacks (same crop and flip "
+                "on every exposure); loss -MEF-MS-SSIM (MEF-Net's differentiable form with the luminance "
+                "term, 3 scales) + lambda_i * mean |Sobel(y_F)| (halo loss), lambda_i = min(0.25 (i - 1), "
+                "halo_max), halo_max 10 (eq. 7; the official checkpoint's run used 0); Adam lr 5e-4, 50 epochs, "
+                "batch 8 (CSC-MEF, Zhao et al., CVPRW 2023; crop size is fusecli's choice, the paper gives none)",
+    loss=_csc_mef_loss,
+    param_groups=lambda model, lr: [{"params": list(model.parameters()), "lr": lr}],
+    epochs=50, batch_size=8, crop=128, lr=5e-4,
+    paired=True,
+    layouts=(("under", "over"),),
+    options={"halo_max": 10.0, "halo_ramp": 0.25},
+)
+
+
 def get_recipe(name: str) -> Recipe:
     recipe = RECIPES.get(name.lower())
     if recipe is None:
@@ -255,6 +322,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     batch_size = config.batch_size or recipe.batch_size
     crop = config.crop or recipe.crop
     lr = config.lr or recipe.lr
+    options = _resolve_options(recipe, config.options)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -323,7 +391,10 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
             batch = crops.batch(batch_size)
             batch = (tuple(t.to(config.device) for t in batch) if isinstance(batch, tuple)
                      else batch.to(config.device))
-            loss, logs = recipe.loss(model, batch)
+            if recipe.options:
+                loss, logs = recipe.loss(model, batch, step=epoch * steps + step + 1, **options)
+            else:
+                loss, logs = recipe.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -361,6 +432,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
             "recipe": recipe.description,
             "epochs": epochs, "recipe_epochs": recipe.epochs, "batch_size": batch_size, "crop": crop, "lr": lr,
             "milestones": list(milestones), "schedule": schedule_card,  # copies: no YAML anchors
+            **({"options": dict(options)} if options else {}),
             "steps_per_epoch": steps, "seed": config.seed, "device": config.device,
             "seconds": round(time.time() - t0, 1),
             "final_epoch": dict(history[-1]) if history else None,
