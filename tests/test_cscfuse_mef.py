@@ -172,7 +172,7 @@ def test_errors(official_csc_mef, official_cscfuse_dir):
     with pytest.raises(CheckpointError, match="not a CSC-MEF key"):
         create_model("cscfuse-mef", checkpoint=official_cscfuse_dir / "CSC-IVF")
     with pytest.raises(CheckpointError, match="no default weights"):
-        create_model("cscfuse-mef")
+        create_model("cscfuse-msf")  # (cscfuse-mef ships cscfuse-mef.mefb)
 
 
 def test_cli_fuses_k_files_and_refuses_k_for_pair_models(official_cscfuse_dir, tmp_path):

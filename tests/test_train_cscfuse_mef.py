@@ -185,3 +185,25 @@ def test_cli_rejects_an_unknown_option_in_one_line(tmp_path):
                                       "--option", "halo=1", "--device", "cpu"])
     assert result.exit_code != 0 and "no option halo" in result.output
     assert "Traceback" not in result.output
+
+
+def test_shipped_weights_reproduce_their_held_out_score(mefb_dir, one_thread):
+    """weights/cscfuse-mef.mefb (the default) on the held-out MEFB scene Chair: the MEF-SSIM that
+    benchmarks/mef_baseline.py measured for the card (0.9314; mean over the 20 held-out scenes 0.950)."""
+    from fusecli import fuse_images, read_image
+    from fusecli.color import rgb_to_y
+    from fusecli.io import quantize
+    from fusecli.metrics.mef import mef_ssim
+    from fusecli.train.splits import mefb_split
+
+    assert "Chair" in mefb_split()[1]  # held out: never seen in training
+    model = create_model("cscfuse-mef")
+    assert model.weights_info.startswith("cscfuse-mef.mefb")
+    under, over = (read_image(next((mefb_dir / role).glob("Chair.*")))[0] for role in ("under", "over"))
+    fused = quantize(fuse_images(model, [under, over]), 8)
+
+    def luma255(u8):
+        return rgb_to_y(torch.from_numpy(u8.astype(np.float32) / 255).permute(2, 0, 1)[None]).double() * 255
+
+    sources = [luma255(quantize(x, 8)) for x in (under, over)]
+    assert mef_ssim(luma255(fused), sources).item() == pytest.approx(0.9314, abs=2e-3)

@@ -275,7 +275,7 @@ register_model(ModelEntry(
     paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023 "
           "(CSC-MEF)",
     convert_official=_cscfuse_mef.convert_official,
-    default_weights=None,
+    default_weights="cscfuse-mef.mefb",
     official_hint="The official CSC-MEF checkpoint is one file, best_net.pth (IF-CSCFuse/CSC-MEF, keys main.0-5.*): "
                   "pass that file (or its folder).",
 ))

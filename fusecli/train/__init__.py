@@ -370,6 +370,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         scheduler, schedule_card = _multistep(recipe, optimizer, epochs)
     milestones = schedule_card["decay_epochs"]
     start_epoch = 0
+    previous_seconds = 0.0  # training time of the runs this one resumes
     history: list[dict[str, float]] = []
     last = out / "last.pt"
     if config.resume and last.is_file():
@@ -381,6 +382,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"]
         history = list(state.get("history", []))
+        previous_seconds = float(state.get("seconds", 0.0))
         if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):  # the resumed run's own decay epochs
             milestones = schedule_card["decay_epochs"] = sorted(scheduler.milestones.elements())
 
@@ -409,7 +411,8 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                          "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                         "config": dataclasses.asdict(config), "history": history}, last)
+                         "config": dataclasses.asdict(config), "history": history,
+                         "seconds": previous_seconds + time.time() - t0}, last)
 
     from safetensors.torch import save  # imported here: only training writes safetensors
     final = out / f"{config.model}.safetensors"
@@ -434,7 +437,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
             "milestones": list(milestones), "schedule": schedule_card,  # copies: no YAML anchors
             **({"options": dict(options)} if options else {}),
             "steps_per_epoch": steps, "seed": config.seed, "device": config.device,
-            "seconds": round(time.time() - t0, 1),
+            "seconds": round(previous_seconds + time.time() - t0, 1),  # all runs of a resumed training
             "final_epoch": dict(history[-1]) if history else None,
             "history": history,
         },
