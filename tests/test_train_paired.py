@@ -207,6 +207,7 @@ def test_paired_training_resumes_exactly_and_writes_the_card(tmp_path, one_threa
 
     with pytest.raises(Interrupted):  # killed during epoch 2: last.pt holds epoch 1
         train(TrainConfig(out=str(tmp_path / "parts"), epochs=3, **common), progress=crash_in_epoch_2)
+    interrupted_seconds = torch.load(tmp_path / "parts" / "last.pt", weights_only=False)["seconds"]
     steps = []
     parts = train(TrainConfig(out=str(tmp_path / "parts"), epochs=3, resume=True, **common),
                   progress=lambda step, total, logs: steps.append((step, total, logs["epoch"])))
@@ -229,6 +230,8 @@ def test_paired_training_resumes_exactly_and_writes_the_card(tmp_path, one_threa
     assert [h["lr"] for h in t["history"]] == pytest.approx([1e-3, 1e-3 * 0.9 ** 3, 1e-3 * 0.9 ** 8])
     assert {"loss", "pixel", "lgde"} <= set(t["history"][-1])
     assert "&id" not in parts.with_suffix(".yaml").read_text()  # plain YAML, no anchors
+    # the card's training time covers the interrupted run too, not only the resumed part
+    assert t["seconds"] >= interrupted_seconds > 0
 
 
 def test_training_on_the_held_out_split_is_refused_where_undefined(tmp_path):
