@@ -258,7 +258,7 @@ register_model(ModelEntry(
     paper="Wang et al., A General Image Fusion Approach Exploiting Gradient Transfer Learning and "
           "Fusion Rule Unfolding, TPAMI 2026 (EFRUFN, the DEQ form)",
     convert_official=_efrufn.convert_official,
-    default_weights=None,
+    default_weights="efrufn.ivf",
     official_hint="The official EFRUFN checkpoint is one file, ufnet_deq_deeper_ivf.pth "
                   "(wwhappylife/FRUFN models/model/): pass that file.",
 ))
