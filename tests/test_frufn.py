@@ -371,19 +371,22 @@ def test_cli_fuses_odd_colour_pair_with_frufn_checkpoint(tmp_path):
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (29, 37, 3)
 
 
-def test_shipped_efrufn_ivf_weights_reproduce_their_tno_figures(tno_dir, tmp_path):
-    """weights/efrufn.ivf (the default) on TNO pair 08, held out from training: the EN / SCD / VIF
-    that the card's evaluation measured for this pair (runs/efrufn-eval/tno8.json)."""
+@pytest.mark.parametrize("name, want", [
+    ("efrufn", {"EN": 6.7358, "SCD": 1.5185, "VIF": 0.8529}),
+    ("frufn", {"EN": 6.3735, "SCD": 1.4308, "VIF": 0.8596}),
+])
+def test_shipped_ivf_weights_reproduce_their_tno_figures(name, want, tno_dir, tmp_path):
+    """weights/<model>.ivf (the default) on TNO pair 08, held out from training: the EN / SCD / VIF
+    that the card's evaluation measured for this pair (runs/<model>-eval/tno8.json)."""
     from fusecli import fuse_files
     from fusecli.metrics import evaluate_arrays
 
-    model = create_model("efrufn")
-    assert model.weights_info.startswith("efrufn.ivf")
+    model = create_model(name)
+    assert model.weights_info.startswith(f"{name}.ivf")
     out = tmp_path / "08.png"
     fuse_files(model, [tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"], out)
     fused, ir, vis = (cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float64)
                       for p in (out, tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"))
-    got = evaluate_arrays(fused, [ir, vis], ["EN", "SCD", "VIF"])
-    assert got["EN"] == pytest.approx(6.7358, abs=2e-3)
-    assert got["SCD"] == pytest.approx(1.5185, abs=2e-3)
-    assert got["VIF"] == pytest.approx(0.8529, abs=2e-3)
+    got = evaluate_arrays(fused, [ir, vis], list(want))
+    for metric, value in want.items():
+        assert got[metric] == pytest.approx(value, abs=2e-3), metric

@@ -245,7 +245,7 @@ register_model(ModelEntry(
     paper="Wang et al., A General Image Fusion Approach Exploiting Gradient Transfer Learning and "
           "Fusion Rule Unfolding, TPAMI 2026 (FRUFN)",
     convert_official=_frufn.convert_official,
-    default_weights=None,
+    default_weights="frufn.ivf",
     official_hint="The official FRUFN weights (ufnet_deeper_ivf_sd.pth, keys encoder1/encoder2/u1..u5/decoder) "
                   "are not public; the one official file, ufnet_deq_deeper_ivf.pth, is EFRUFN: use --model efrufn.",
 ))
