@@ -217,7 +217,7 @@ def test_wrong_checkpoint_is_refused(official_auif_dir, tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         create_model("cscfuse-ivf", checkpoint=tmp_path / "dec.pth")
     with pytest.raises(CheckpointError, match="no default weights"):
-        create_model("cscfuse-mef")  # no shipped weights: the user must pass --checkpoint
+        create_model("cscfuse-msf")  # no shipped weights: the user must pass --checkpoint
 
 
 def test_shipped_weights_load_with_their_card():

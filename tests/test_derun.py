@@ -332,7 +332,7 @@ def test_cli_fuses_odd_colour_with_derun_checkpoint(tmp_path):
                                  "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED).shape == (37, 53, 3)
-    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "y.png"), "--model", "frufn"])
+    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(tmp_path / "y.png"), "--model", "cscfuse-msf"])
     assert result.exit_code == 1 and "pass --checkpoint" in result.output
 
 
