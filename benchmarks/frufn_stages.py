@@ -13,6 +13,7 @@ so its MI code differs from the common MI(A,F) + MI(B,F): compare MI with care.
 
     python benchmarks/frufn_stages.py --model frufn --run runs/frufn            # OUT of fusecli train
     python benchmarks/frufn_stages.py --model efrufn --mfif a.yaml --meif b.yaml --limit 10
+    python benchmarks/frufn_stages.py --model efrufn --meif weights/efrufn.meif.yaml --only harvard_mri_ct,harvard_mri_spect --limit 20
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def main() -> None:
                         help="Harvard pairs: the held-out fifth of fusecli's fixed split, or all")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--only", help="comma-separated dataset labels to run (e.g. harvard_mri_ct,harvard_mri_spect)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,6 +94,13 @@ def main() -> None:
         jobs += [("mefb", "meif", "mefb", ("under", "over"), METRICS + ["MEF-SSIM"], None),
                  ("harvard_mri_ct", "meif", "harvard_mri_ct", ("ct", "mri"), METRICS, "harvard"),
                  ("harvard_mri_spect", "meif", "harvard_mri_spect", ("spect", "mri"), METRICS, "harvard")]
+    if args.only:
+        wanted = {x.strip() for x in args.only.split(",") if x.strip()}
+        unknown = wanted - {job[0] for job in jobs}
+        if unknown:
+            parser.error(f"--only: unknown label(s) {', '.join(sorted(unknown))}")
+        jobs = [job for job in jobs if job[0] in wanted]
+        weights = {s: w for s, w in weights.items() if any(job[1] == s for job in jobs)}
     if not jobs:
         parser.error("pass --run or --mfif / --meif")
 
