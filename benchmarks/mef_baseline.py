@@ -2,7 +2,7 @@
 OpenCV's Mertens exposure fusion (``cv2.createMergeMertens``) as the classical baseline.
 
     python benchmarks/mef_baseline.py --checkpoint ../shared/checkpoints/official/cscfuse/CSC-MEF
-    python benchmarks/mef_baseline.py --weights cscfuse-mef.mefb          # shipped weights, once trained
+    python benchmarks/mef_baseline.py --weights cscfuse-mef.mefb          # the shipped weights
     python benchmarks/mef_baseline.py --checkpoint ... --csv runs/mef_baseline.csv
 
 Scenes: the held-out part of :func:`fusecli.train.splits.mefb_split` (every 5th sorted scene name,

@@ -9,7 +9,8 @@ are put back.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def check_source_count(model: nn.Module, count: int) -> None:
         if low == high:
             raise ShapeError(f"this model fuses {low} images ({', '.join(roles)}), got {count}")
         raise ShapeError(f"this model fuses {low} to {high} images, got {count}")
+
+
+@contextmanager
+def _out_of_memory_as_device_error(message: str) -> Iterator[None]:
+    """Inside the block, a device out-of-memory error becomes ``DeviceError(message)`` (one line
+    for the user); every other error passes unchanged."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
+            raise
+        raise DeviceError(message) from exc
 
 
 def _colour_mode(model: nn.Module) -> str:
@@ -125,7 +138,8 @@ def fuse_tensors(
                          f"{min_size}x{min_size}")
     device = next(model.parameters()).device
     sources = [s.to(device=device, dtype=torch.float32) for s in sources]
-    try:
+    with _out_of_memory_as_device_error(f"out of memory on {device} fusing a {shape[-1]}x{shape[-2]} image: "
+                                        "use --tile 512 (or smaller), or --device cpu"):
         with torch.inference_mode():
             if tile and (shape[-1] > tile or shape[-2] > tile):
                 if not getattr(model, "tileable", True):
@@ -140,11 +154,6 @@ def fuse_tensors(
             else:
                 out = _run(model, sources)
             out = out.clamp(0, 1)
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
-            raise
-        raise DeviceError(f"out of memory on {device} fusing a {shape[-1]}x{shape[-2]} image: "
-                          "use --tile 512 (or smaller), or --device cpu") from exc
     return out
 
 
@@ -195,14 +204,10 @@ def fuse_images(
         fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap)
         cbcr = [c.to(fused.device) for _, c in split]
         colornet = colornet.to(fused.device)
-        try:
+        with _out_of_memory_as_device_error(f"out of memory running ColorNet on a {fused.shape[-1]}x"
+                                            f"{fused.shape[-2]} image: use --device cpu"):
             with torch.inference_mode():
                 chroma = colornet(fused, *cbcr).clamp(0, 1)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
-                raise
-            raise DeviceError(f"out of memory running ColorNet on a {fused.shape[-1]}x{fused.shape[-2]} image: "
-                              "use --device cpu") from exc
         return merge_luma(fused, chroma)
     chroma = None
     if not gray:
@@ -303,14 +308,10 @@ def fuse_cube_files(
     lr, info = read_cube(cube)
     rgb, _ = read_image(guide)
     device = next(model.parameters()).device
-    try:
+    with _out_of_memory_as_device_error(f"out of memory on {device} super-resolving a {info.width}x"
+                                        f"{info.height} cube; use --device cpu or a smaller cube"):
         with torch.inference_mode():
             out = model(lr.to(device), rgb.to(device)).clamp(0, 1).cpu()
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        if not isinstance(exc, torch.OutOfMemoryError) and "allocate memory" not in str(exc):
-            raise
-        raise DeviceError(f"out of memory on {device} super-resolving a {info.width}x{info.height} cube; "
-                          "use --device cpu or a smaller cube") from exc
     path = write_cube(output, out, like=info, protect=[cube, guide])
     _, bands, height, width = out.shape
     return FuseResult(Path(path), width, height, bands, time.perf_counter() - start)

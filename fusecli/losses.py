@@ -1,6 +1,7 @@
 """Training losses shared by the models' recipes.
 
-All take (B, 1, H, W) float32 tensors in [0, 1] and return a scalar tensor (mean over the batch).
+All take (B, 1, H, W) float32 tensors in [0, 1] and return a scalar tensor (mean over the batch),
+except :func:`mef_msssim_lum`, which returns one score per image, (B,).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def _gaussian_window(size: int, sigma: float) -> torch.Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()[None, None]
+    return (g[:, None] * g[None, :])[None, None]  # float64: callers cast with .to(x)
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -264,9 +265,7 @@ def mef_msssim_lum(fused: torch.Tensor, exposures: torch.Tensor, *, window: int 
     if min(fused.shape[-2:]) // 2 ** (len(betas) - 1) < window:
         raise ShapeError(f"mef_msssim_lum with {len(betas)} scales needs images of at least "
                          f"{window * 2 ** (len(betas) - 1)} px, got {fused.shape[-1]}x{fused.shape[-2]}")
-    g = torch.exp(-((torch.arange(window, dtype=torch.float64) - window // 2) ** 2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).to(fused)[None, None]
+    kernel = _gaussian_window(window, sigma).to(fused)  # (1, 1, window, window), sums to 1
     ls, css = [], []
     x, ys = fused, exposures.to(fused)
     for level in range(len(betas)):

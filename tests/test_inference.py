@@ -125,3 +125,28 @@ def test_stretch_16bit_uses_the_full_range_of_raw_thermal(official_auif, tmp_pat
     a = cv2.imread(str(tmp_path / "a.png"), 0).astype(float)
     b = cv2.imread(str(tmp_path / "b.png"), 0).astype(float)
     assert plain.channels == 1 and b.std() > a.std() + 5  # the warm targets stand out
+
+
+class _Raises(torch.nn.Module):
+    """A one-parameter 'model' whose forward raises the given error."""
+
+    inputs = ("ir", "vis")
+
+    def __init__(self, error: Exception):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.error = error
+
+    def forward(self, *sources):
+        raise self.error
+
+
+def test_out_of_memory_becomes_one_actionable_error_and_other_errors_pass():
+    from fusecli.inference import fuse_tensors
+
+    pair = [torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8)]
+    for error in (torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("DefaultCPUAllocator: can't allocate memory")):
+        with pytest.raises(DeviceError, match="out of memory .* 8x8 image: use --tile"):
+            fuse_tensors(_Raises(error), pair)
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # a bug is not reported as memory
+        fuse_tensors(_Raises(RuntimeError("shape mismatch")), pair)
