@@ -84,14 +84,20 @@ def train(
         err.print(f"training {model}: {recipe.description}", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-        with Progress(*columns, console=err) as bar:
-            task = bar.add_task("train", total=None, logs="")
+        bar = Progress(*columns, console=err)  # shown from the first step: an early error stays one line
+        tasks: list = []
 
-            def progress(step: int, total: int, logs: dict[str, float]) -> None:
-                text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
-                bar.update(task, completed=step, total=total, logs=text)
+        def progress(step: int, total: int, logs: dict[str, float]) -> None:
+            if not tasks:
+                bar.start()
+                tasks.append(bar.add_task("train", total=total, logs=""))
+            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
+            bar.update(tasks[0], completed=step, total=total, logs=text)
 
+        try:
             final = run_training(config, progress=progress)
+        finally:
+            bar.stop()
     err.print(f"wrote {final} and {final.with_suffix('.yaml')}", highlight=False)
 
 
@@ -100,16 +106,21 @@ def _train_staged(config: StagedTrainConfig) -> None:
     err.print(f"training {config.model} in stages {','.join(config.stages)} -> {config.out}/<stage>/", highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-    with Progress(*columns, console=err) as bar:
-        tasks: dict[str, int] = {}
+    bar = Progress(*columns, console=err)  # shown from the first step: an early error stays one line
+    tasks: dict[str, int] = {}
 
-        def progress(step: int, total: int, logs: dict) -> None:
-            name = f"{logs['stage']} {logs['phase']}"
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total, logs="")
-            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
-            bar.update(tasks[name], completed=step, total=total, logs=f"epoch {logs['epoch']} {text}")
+    def progress(step: int, total: int, logs: dict) -> None:
+        name = f"{logs['stage']} {logs['phase']}"
+        if not tasks:
+            bar.start()
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total, logs="")
+        text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
+        bar.update(tasks[name], completed=step, total=total, logs=f"epoch {logs['epoch']} {text}")
 
+    try:
         cards = train_stages(config, progress=progress)
+    finally:
+        bar.stop()
     for stage, card in cards.items():
         err.print(f"{stage}: wrote {card} and its weights", highlight=False)

@@ -11,11 +11,15 @@ split, recipe, schedule, per-epoch history) ready to be copied to ``weights/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import pickle
 import random
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..errors import ConfigError, UnknownNameError
+from ..errors import CheckpointError, ConfigError, UnknownNameError
 from ..io import write_bytes_atomic, write_text_atomic
 from ..losses import halo_loss, lgde_loss, mef_msssim_lum, ssim_loss
 from ..models import create_model, get_entry
@@ -294,10 +298,73 @@ def get_recipe(name: str) -> Recipe:
 # --- the loop ------------------------------------------------------------------------------------
 
 def save_checkpoint(obj: Any, path: Path) -> None:
-    """``torch.save(obj)`` to ``path`` atomically (a crash never leaves a half-written ``last.pt``)."""
+    """``torch.save(obj)`` to ``path`` atomically (a crash never leaves a half-written ``last.pt``).
+
+    ``obj`` holds tensors, numbers, strings, tuples, lists and dicts only, so that
+    :func:`load_checkpoint` reads it back with ``weights_only=True``; a ``Counter`` (MultiStepLR's
+    milestones) is stored as a plain dict, which :func:`checkpoint_fits` turns back into one.
+    """
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save(_plain(obj), buffer)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with every ``Counter`` (not readable by every torch's ``weights_only`` loader) a dict."""
+    if isinstance(obj, Counter):
+        return dict(obj)
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def load_checkpoint(path: Path, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a resume state written by :func:`save_checkpoint`, with ``weights_only=True``.
+
+    Nothing in the file is executed: only tensors, numbers, strings and containers are rebuilt.
+
+    Args:
+        path: the ``last.pt`` file.
+        keys: entries the state must hold.
+
+    Raises:
+        CheckpointError: the file is unreadable, corrupt, foreign (e.g. a pickle of arbitrary
+            objects) or lacks one of ``keys``; the message names the file.
+    """
+    try:
+        with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} is not a fusecli training state: it holds objects other than tensors, "
+                              "numbers, strings and containers, which are never loaded (that could run code); "
+                              "delete it or run without --resume") from exc
+    except Exception as exc:  # zip, pickle and unpickler errors all mean "not a state we can read"
+        first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable fusecli training state ({first}); "
+                              "delete it or run without --resume") from exc
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a fusecli training state (no {', '.join(missing)}); "
+                              "delete it or run without --resume")
+    return state
+
+
+@contextlib.contextmanager
+def checkpoint_fits(path: Path, scheduler: Any = None) -> Iterator[None]:
+    """Around the ``load_state_dict`` / ``set_state`` calls of a resume: a state that does not fit
+    this run (another model, config or optimiser) becomes a :class:`CheckpointError` naming ``path``.
+    Afterwards a MultiStepLR ``scheduler``'s milestones are a ``Counter`` again."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} does not fit this run ({first}); "
+                              "delete it or run without --resume") from exc
+    if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):
+        scheduler.milestones = Counter(scheduler.milestones)
 
 
 def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
@@ -374,12 +441,13 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     history: list[dict[str, float]] = []
     last = out / "last.pt"
     if config.resume and last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        state = load_checkpoint(last, ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch"))
+        with checkpoint_fits(last, scheduler):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
         start_epoch = state["epoch"]
         history = list(state.get("history", []))
         previous_seconds = float(state.get("seconds", 0.0))

@@ -56,7 +56,7 @@ from ..losses import gradient_transfer_loss, ivf_unsupervised_loss, ssim
 from ..models import create_model
 from ..models._weights import read_card, sha256_file
 from ..models.colornet import ColorNet, ColorNetConfig
-from . import save_checkpoint
+from . import checkpoint_fits, load_checkpoint, save_checkpoint
 from .data import PairedCrops, collect_images, collect_pairs, load_pair
 from .synth import multi_exposure, multi_focus
 
@@ -367,11 +367,12 @@ def _run_stage(config: StagedTrainConfig, stage: str, teacher_path: Path | None,
     start, done = 0, False
     history: list[dict[str, float]] = []
     if config.resume and paths["last"].is_file():
-        state = torch.load(paths["last"], map_location="cpu", weights_only=False)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(generators, state["rng"])
+        state = load_checkpoint(paths["last"], ("model", "optimizer", "scheduler", "rng", "epoch"))
+        with checkpoint_fits(paths["last"], scheduler):
+            student.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(generators, state["rng"])
         start = state["epoch"]
         done = start >= epochs and paths["card"].is_file()
         milestones = sorted(scheduler.milestones.elements())  # the resumed run's own decay epochs
@@ -509,11 +510,12 @@ def _train_colornet(config: StagedTrainConfig, recipe: StageRecipe, fusion: nn.M
     crops = PairedCrops(images, crop, generator=generators["crops"])
     start = 0
     if config.resume and paths["colornet_last"].is_file():
-        state = torch.load(paths["colornet_last"], map_location="cpu", weights_only=False)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(generators, state["rng"])
+        state = load_checkpoint(paths["colornet_last"], ("model", "optimizer", "scheduler", "rng", "epoch"))
+        with checkpoint_fits(paths["colornet_last"], scheduler):
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(generators, state["rng"])
         start = state["epoch"]
     if start >= epochs and paths["colornet"].is_file() and "colornet" in card:
         return net.eval()
@@ -539,7 +541,7 @@ def _train_colornet(config: StagedTrainConfig, recipe: StageRecipe, fusion: nn.M
                          "scheduler": scheduler.state_dict(), "rng": _rng_state(generators), "epoch": epoch + 1,
                          "final_epoch": last}, paths["colornet_last"])
     if last is None and paths["colornet_last"].is_file():
-        last = torch.load(paths["colornet_last"], map_location="cpu", weights_only=False).get("final_epoch")
+        last = load_checkpoint(paths["colornet_last"], ("final_epoch",))["final_epoch"]
     net.eval()
     card["colornet"] = {
         "file": paths["colornet"].name,
