@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import ConfigError
+from ..inference import resolve_device
 from ..metrics import CONVENTIONS, get_metric
 from ..metrics.report import (
     DEFAULT_METRICS,
@@ -99,12 +100,13 @@ def metrics(
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Images evaluated in parallel."),
     allow_16bit: bool = typer.Option(False, "--allow-16bit", help="Rescale 16-bit images to 8 bits "
                                      "(round(v/257)) instead of refusing them."),
-    device: str = typer.Option("cpu", "--device", "-d", help="cpu, cuda or cuda:N."),
+    device: str = typer.Option("cpu", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Compute fusion-quality metrics (EN, SD, SF, MI, SCD, VIF, Qabf, SSIM, ...) as a published
     toolbox computes them. Default convention: cddfuse."""
     with reporting_errors():
+        device = str(resolve_device(device))  # before any work, as the other commands
         names = resolve_metric_names(metric_names)
         dirs = list(fused) + list(compare)
         if ir is not None or vis is not None:

@@ -23,6 +23,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ImageWriteError, ShapeError
+from ..inference import resolve_device
 from ..io import list_images, read_image, write_text_atomic
 from . import evaluate, get_metric, list_metrics
 from ._checks import DEFAULT_CONVENTION, MetricWarning, check_convention
@@ -162,7 +163,9 @@ def evaluate_files(fused: str | os.PathLike[str], sources: Sequence[str | os.Pat
 
     Raises:
         ImageReadError, ConfigError, ShapeError (sizes differ), UnknownNameError.
+        DeviceError: ``device`` is unknown or not on this machine (checked before any work).
     """
+    dev = resolve_device(device)
     c = check_convention(convention)
     names = resolve_metric_names(names)
     srcs = [load_gray(p, c, allow_16bit=allow_16bit) for p in sources]
@@ -173,7 +176,6 @@ def evaluate_files(fused: str | os.PathLike[str], sources: Sequence[str | os.Pat
         if s.shape != f.shape:
             raise ShapeError(f"'{fused}' is {f.shape[0]}×{f.shape[1]} but source '{p}' is "
                              f"{s.shape[0]}×{s.shape[1]} (H×W); fused and source images must be the same size.")
-    dev = torch.device(device)
     ft = torch.from_numpy(f).to(dev)
     st = [torch.from_numpy(s).to(dev) for s in srcs]
     values: dict[str, float] = {}
@@ -209,9 +211,11 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
     Raises:
         ConfigError: ``fused_dir`` or ``dataset`` is not a folder / has no known layout, or no
             fused image matches any pair.
+        DeviceError: ``device`` is unknown or not on this machine (checked before any work).
     """
     from ..pairs import scan_pairs
 
+    device = resolve_device(device)
     c = check_convention(convention)
     names = resolve_metric_names(names)
     fused_dir = Path(fused_dir)
