@@ -16,6 +16,7 @@ Formats:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -31,6 +32,15 @@ import numpy as np
 import torch
 
 from fusecli.errors import ImageReadError, ImageWriteError, ShapeError
+
+# OpenCV logs "[ WARN:0@0.1] ... PNG input buffer is incomplete" and the like for files it cannot
+# decode, and tifffile (imageio's TIFF reader, the fallback) logs "invalid offset to first page";
+# fusecli reports every such file itself in one line, so their own lines are silenced (process-wide).
+if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+elif hasattr(cv2, "setLogLevel"):  # older builds
+    cv2.setLogLevel(0)
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "list_images", "quantize", "read_image", "write_image",
            "CUBE_FILE_EXTENSIONS", "CubeInfo", "read_cube", "write_cube"]
@@ -156,7 +166,7 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
             f"cannot read image '{path}': {error.strerror or error}; check the file's permissions"
         ) from error
     try:
-        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        array = None if _png_cut_short(data) else cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
     if array is not None:
@@ -169,6 +179,23 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
             f"cannot read image '{path}': not a decodable image ({reason}); "
             "use a PNG, JPEG, BMP or TIFF file"
         ) from error
+
+
+def _png_cut_short(data: np.ndarray) -> bool:
+    """Whether ``data`` (a file's bytes) is a PNG that ends before its IEND chunk, i.e. a truncated
+    file. libpng prints its own "libpng error" line for it, which no OpenCV setting silences, so such
+    files skip OpenCV (and get the fallback decoder's error). Walks the chunk lengths only: cheap."""
+    if data[:8].tobytes() != b"\x89PNG\r\n\x1a\n":
+        return False
+    pos, size = 8, data.size
+    while pos + 8 <= size:
+        length = int.from_bytes(data[pos:pos + 4].tobytes(), "big")
+        if pos + 12 + length > size:
+            return True
+        if data[pos + 4:pos + 8].tobytes() == b"IEND":
+            return False
+        pos += 12 + length
+    return True
 
 
 def quantize(image: torch.Tensor | np.ndarray, bit_depth: int = 8) -> np.ndarray:
