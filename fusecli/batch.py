@@ -216,10 +216,10 @@ class _Loaded:
 
 
 def _load(pair: Pair, record: PairRecord, output: Path, roles: tuple[str, ...], resize: int | None,
-          min_size: int) -> _Loaded:
+          min_size: int, *, max_pixels: int | None = None) -> _Loaded:
     """Read one pair (as ``fuse`` does), check sizes, resample if asked. Runs in a reader thread."""
     start = time.perf_counter()
-    loaded = [read_image(p) for p in pair.paths]
+    loaded = [read_image(p, max_pixels=max_pixels) for p in pair.paths]
     sizes = [(info.width, info.height) for _, info in loaded]
     images = [t for t, _ in loaded]
     if len(set(sizes)) > 1:
@@ -308,6 +308,7 @@ def run_batch(
     overwrite: bool = False,
     shard: str | tuple[int, int] | None = None,
     resize_to: str | None = None,
+    max_pixels: int | None = None,
     progress: ProgressFn | None = None,
 ) -> BatchResult:
     """Fuse every pair of ``dataset`` into ``output/<stem>.<ext>`` and write a manifest.
@@ -335,6 +336,7 @@ def run_batch(
         resize_to: when the sides of a pair differ in size, resample the others to the size of this
             role (``ir``/``a``: first, ``vis``/``b``: second, or a role folder name): INTER_AREA when
             shrinking, INTER_LINEAR when enlarging. Default: such pairs fail.
+        max_pixels: a source above this many pixels fails its pair (see :func:`fusecli.io.read_image`).
         progress: called in the calling thread as ``progress(done, total, record)``: once with
             ``record=None`` before fusing (``total``: pairs to fuse), then once per finished pair.
 
@@ -459,7 +461,8 @@ def run_batch(
     completed = False
     try:
         _Pipeline(models, todo, scan.roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
-                  workers, progress, total, lambda: write_manifest(False)).run()
+                  workers, progress, total, lambda: write_manifest(False),
+                  read_options={"max_pixels": max_pixels}).run()
         completed = True
     finally:  # also on Ctrl-C: the manifest records what was done ("pending": not done)
         write_manifest(completed)
@@ -510,11 +513,12 @@ class _Pipeline:
     MAX_BATCHES_PER_DEVICE = 2
 
     def __init__(self, models, todo, roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
-                 workers, progress, total, checkpoint_manifest):
+                 workers, progress, total, checkpoint_manifest, read_options=None):
         self.models, self.todo, self.roles, self.resize, self.min_size = models, todo, roles, resize, min_size
         self.gray, self.tile, self.overlap, self.bit_depth = gray, tile, overlap, bit_depth
         self.batch_size, self.workers, self.progress, self.total = batch_size, workers, progress, total
         self.checkpoint_manifest = checkpoint_manifest
+        self.read_options = read_options or {}  # max_pixels: a keyword of _load
         self.window = max(2 * workers, 2 * batch_size * len(models)) + workers
         self.done = 0
 
@@ -546,7 +550,8 @@ class _Pipeline:
                 in_pipeline = len(reads) + buffered + sum(n for _, n in fusing.values()) + len(writes)
                 while self.todo and in_pipeline < self.window:
                     pair, record, target = self.todo.popleft()
-                    future = readers.submit(_load, pair, record, target, self.roles, self.resize, self.min_size)
+                    future = readers.submit(_load, pair, record, target, self.roles, self.resize, self.min_size,
+                                            **self.read_options)
                     reads[future] = record
                     in_pipeline += 1
                 # hand batches to the least busy device

@@ -242,6 +242,7 @@ def fuse_files(
     tile: int = 0,
     overlap: int = 32,
     stretch_16bit: bool = False,
+    max_pixels: int | None = None,
 ) -> FuseResult:
     """Read the source images, fuse them, and write the result atomically.
 
@@ -254,6 +255,7 @@ def fuse_files(
         tile, overlap: see :func:`fuse_tensors`.
         stretch_16bit: apply :func:`stretch` to 16-bit sources (raw thermal counts); 8-bit
             sources are used as they are.
+        max_pixels: refuse sources above this many pixels (see :func:`fusecli.io.read_image`).
 
     Raises:
         ImageReadError, ImageWriteError, ShapeError, DeviceError.
@@ -266,9 +268,9 @@ def fuse_files(
     if _colour_mode(model) == "cube":
         if tile:
             raise ConfigError("--tile is not supported for cube super-resolution; leave it out")
-        return fuse_cube_files(model, inputs[0], inputs[1], output)
+        return fuse_cube_files(model, inputs[0], inputs[1], output, max_pixels=max_pixels)
     start = time.perf_counter()
-    loaded = [read_image(p) for p in inputs]
+    loaded = [read_image(p, max_pixels=max_pixels) for p in inputs]
     sizes = {(info.width, info.height) for _, info in loaded}
     if len(sizes) > 1:
         listing = ", ".join(f"{Path(p).name} {info.width}x{info.height}" for p, (_, info) in zip(inputs, loaded))
@@ -285,6 +287,8 @@ def fuse_cube_files(
     cube: str | Path,
     guide: str | Path,
     output: str | Path,
+    *,
+    max_pixels: int | None = None,
 ) -> FuseResult:
     """Super-resolve a spectral cube with a guide image (CSC-MSF) and write it atomically.
 
@@ -295,6 +299,7 @@ def fuse_cube_files(
         guide: the RGB guide image at ``model.config.scale`` times the cube's resolution.
         output: the output cube (:func:`fusecli.io.write_cube`: the format its path names, in the
             input's sample type and layout).
+        max_pixels: refuse a cube or guide above this many pixels (see :func:`fusecli.io.read_cube`).
 
     Returns:
         A :class:`FuseResult` (``channels``: the number of bands).
@@ -305,8 +310,8 @@ def fuse_cube_files(
     if _colour_mode(model) != "cube":
         raise ConfigError(f"{type(model).__name__} fuses images, not a cube and a guide; use fuse_files")
     start = time.perf_counter()
-    lr, info = read_cube(cube)
-    rgb, _ = read_image(guide)
+    lr, info = read_cube(cube, max_pixels=max_pixels)
+    rgb, _ = read_image(guide, max_pixels=max_pixels)
     device = next(model.parameters()).device
     with _out_of_memory_as_device_error(f"out of memory on {device} super-resolving a {info.width}x"
                                         f"{info.height} cube; use --device cpu or a smaller cube"):

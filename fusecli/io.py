@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
@@ -31,7 +32,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from fusecli.errors import ImageReadError, ImageWriteError, ShapeError
+from fusecli.errors import ConfigError, ImageReadError, ImageWriteError, ShapeError
 
 # OpenCV logs "[ WARN:0@0.1] ... PNG input buffer is incomplete" and the like for files it cannot
 # decode, and tifffile (imageio's TIFF reader, the fallback) logs "invalid offset to first page";
@@ -42,8 +43,8 @@ elif hasattr(cv2, "setLogLevel"):  # older builds
     cv2.setLogLevel(0)
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "list_images", "quantize", "read_image", "write_image",
-           "CUBE_FILE_EXTENSIONS", "CubeInfo", "read_cube", "write_cube"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "image_size", "list_images", "quantize", "read_image",
+           "write_image", "CUBE_FILE_EXTENSIONS", "CubeInfo", "read_cube", "write_cube"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions (lower case) that fusecli reads and writes."""
@@ -57,6 +58,13 @@ _WRITE_BIT_DEPTHS = {
     ".tiff": (8, 16),
 }
 _MAX_VALUE = {8: 255, 16: 65535}
+
+MAX_PIXELS = 89_478_485
+"""Default limit on width x height of an image read by fusecli (Pillow's ``MAX_IMAGE_PIXELS``, about
+9459 x 9459: 1 GiB as a float32 RGB tensor). The size is read from the file's header before any
+decoding, so a small file that claims a huge size (a decompression bomb) is refused without being
+decoded. The readers' ``max_pixels`` argument (``--max-pixels`` on the command line) overrides it
+per call; 0 lifts the limit."""
 _DTYPE = {8: np.uint8, 16: np.uint16}
 
 
@@ -85,14 +93,17 @@ class ImageInfo:
     width: int
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, ImageInfo]:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> tuple[torch.Tensor, ImageInfo]:
     """Read an image file into a float tensor.
 
-    The file is decoded with OpenCV (which handles non-ASCII paths here because the bytes are read
-    by NumPy); if OpenCV cannot decode it, ``imageio`` is tried before giving up.
+    The size in the file's header is checked against ``max_pixels`` first (nothing is decoded
+    before that); then the file is decoded with OpenCV (which handles non-ASCII paths here because
+    the bytes are read by NumPy); if OpenCV cannot decode it, ``imageio`` is tried before giving up.
 
     Args:
         path: A PNG, JPEG, BMP or TIFF file with 8-bit or 16-bit unsigned integer samples.
+        max_pixels: Refuse images of more than this many pixels (width x height); ``None``:
+            :data:`MAX_PIXELS`; 0: no limit.
 
     Returns:
         ``(image, info)``: ``image`` is a ``(1, C, H, W)`` float32 tensor with values in
@@ -101,18 +112,14 @@ def read_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, ImageInfo]:
         dropped. ``info`` describes the file (see :class:`ImageInfo`).
 
     Raises:
-        ImageReadError: The file is missing, a directory, empty, not a decodable image, has zero
-            size, an unsupported sample type (anything but uint8/uint16) or channel count.
+        ImageReadError: The file is missing, a directory, empty, not a PNG/JPEG/BMP/TIFF file, larger
+            than ``max_pixels``, not decodable, has zero size, an unsupported sample type (anything
+            but uint8/uint16) or channel count.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"cannot read image '{path}': the file does not exist; check the path")
-    if path.is_dir():
-        raise ImageReadError(f"cannot read image '{path}': it is a folder; pass an image file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"cannot read image '{path}': the file is empty (0 bytes); replace it")
-
-    array, is_bgr = _decode(path)
+    data = _read_bytes(path)
+    _check_pixels(path, _header_sizes(path, data)[:1], max_pixels)
+    array, is_bgr = _decode(path, data)
     if array.size == 0:
         raise ImageReadError(f"cannot read image '{path}': the image has zero size; replace it")
     if array.dtype not in (np.uint8, np.uint16):
@@ -157,14 +164,25 @@ def read_image(path: str | os.PathLike[str]) -> tuple[torch.Tensor, ImageInfo]:
     return image, info
 
 
-def _decode(path: Path) -> tuple[np.ndarray, bool]:
-    """Decode ``path`` with OpenCV, else imageio; return the array and whether it is BGR(A)."""
+def _read_bytes(path: Path) -> np.ndarray:
+    """The bytes of an image file, or an :class:`ImageReadError` that says why there are none."""
+    if not path.exists():
+        raise ImageReadError(f"cannot read image '{path}': the file does not exist; check the path")
+    if path.is_dir():
+        raise ImageReadError(f"cannot read image '{path}': it is a folder; pass an image file")
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as error:
         raise ImageReadError(
             f"cannot read image '{path}': {error.strerror or error}; check the file's permissions"
         ) from error
+    if data.size == 0:
+        raise ImageReadError(f"cannot read image '{path}': the file is empty (0 bytes); replace it")
+    return data
+
+
+def _decode(path: Path, data: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Decode the bytes of ``path`` with OpenCV, else imageio; return the array and whether it is BGR(A)."""
     try:
         array = None if _png_cut_short(data) else cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -196,6 +214,139 @@ def _png_cut_short(data: np.ndarray) -> bool:
             return False
         pos += 12 + length
     return True
+
+
+# --- image sizes from the file header ----------------------------------------------------------------
+#
+# A few lines of struct parsing instead of a dependency: OpenCV has no header-only call, and
+# imageio's metadata calls may decode the image (the very thing to avoid); Pillow's lazy open
+# would do, but fusecli does not depend on Pillow. Only the four formats fusecli reads are parsed;
+# any other file is refused before a decoder sees it.
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+_TIFF_MAX_PAGES = 65536
+
+
+def _header_sizes(path: Path, data: np.ndarray | bytes) -> list[tuple[int, int]]:
+    """``[(width, height), ...]`` of the image(s) in ``data`` (the file's bytes), from the header alone.
+
+    One entry for PNG, JPEG and BMP (the frame a decoder reads); one per page for TIFF (classic and
+    BigTIFF, either byte order, SHORT/LONG/LONG8 sizes).
+
+    Raises:
+        ImageReadError: the file is not a PNG, JPEG, BMP or TIFF, or its header is cut short or damaged.
+    """
+    buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+    head = bytes(buf[:16])
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            if bytes(buf[12:16]) != b"IHDR":
+                raise ValueError("no IHDR chunk")
+            return [struct.unpack_from(">II", buf, 16)]
+        if head.startswith(b"\xff\xd8"):
+            return [_jpeg_size(buf)]
+        if head.startswith(b"BM"):
+            return [_bmp_size(buf)]
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return _tiff_sizes(buf)
+    except (struct.error, ValueError, IndexError) as error:
+        kind = {b"\x89P": "PNG", b"\xff\xd8": "JPEG", b"BM": "BMP"}.get(head[:2], "TIFF")
+        raise ImageReadError(f"cannot read image '{path}': its {kind} header is cut short or damaged "
+                             f"({error}); replace the file") from None
+    raise ImageReadError(f"cannot read image '{path}': not a PNG, JPEG, BMP or TIFF file "
+                         f"(it starts with {head[:8]!r}); convert it to one of these")
+
+
+def _jpeg_size(buf: memoryview) -> tuple[int, int]:
+    """Width and height from the first start-of-frame segment, skipping the others by their length."""
+    pos = 2
+    while True:
+        if buf[pos] != 0xFF:
+            raise ValueError(f"no marker at byte {pos}")
+        while buf[pos] == 0xFF:  # fill bytes
+            pos += 1
+        marker = buf[pos]
+        pos += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan
+            raise ValueError("no frame header before the image data")
+        (length,) = struct.unpack_from(">H", buf, pos)
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", buf, pos + 3)
+            return width, height
+        if length < 2:
+            raise ValueError(f"segment length {length}")
+        pos += length
+
+
+def _bmp_size(buf: memoryview) -> tuple[int, int]:
+    (header,) = struct.unpack_from("<I", buf, 14)
+    if header == 12:  # BITMAPCOREHEADER: unsigned 16-bit sizes
+        return struct.unpack_from("<HH", buf, 18)
+    width, height = struct.unpack_from("<ii", buf, 18)  # height < 0: rows stored top-down
+    return abs(width), abs(height)
+
+
+def _tiff_sizes(buf: memoryview) -> list[tuple[int, int]]:
+    """Every page's ImageWidth (tag 256) and ImageLength (257), following the chain of IFDs."""
+    order = "<" if bytes(buf[:2]) == b"II" else ">"
+    big = buf[2 + (order == ">")] == 0x2B
+    if big:
+        (offset,) = struct.unpack_from(order + "Q", buf, 8)
+        count_fmt, entry_size, offset_fmt = "Q", 20, "Q"
+    else:
+        (offset,) = struct.unpack_from(order + "I", buf, 4)
+        count_fmt, entry_size, offset_fmt = "H", 12, "I"
+    value_fmt = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+    sizes: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    while offset and offset not in seen and len(sizes) < _TIFF_MAX_PAGES:
+        seen.add(offset)
+        (count,) = struct.unpack_from(order + count_fmt, buf, offset)
+        start = offset + struct.calcsize(count_fmt)
+        found: dict[int, int] = {}
+        for index in range(count):
+            entry = start + index * entry_size
+            tag, kind = struct.unpack_from(order + "HH", buf, entry)
+            if tag in (256, 257) and kind in value_fmt:
+                (found[tag],) = struct.unpack_from(order + value_fmt[kind], buf, entry + (12 if big else 8))
+        if 256 not in found or 257 not in found:
+            raise ValueError(f"page {len(sizes) + 1} has no ImageWidth/ImageLength")
+        sizes.append((found[256], found[257]))
+        (offset,) = struct.unpack_from(order + offset_fmt, buf, start + count * entry_size)
+    if not sizes:
+        raise ValueError("no image directory")
+    return sizes
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header without decoding it (first page of
+    a TIFF).
+
+    Raises:
+        ImageReadError: missing, empty or unreadable file, not a PNG/JPEG/BMP/TIFF, damaged header.
+    """
+    path = Path(path)
+    return _header_sizes(path, _read_bytes(path))[0]
+
+
+def _check_pixels(path: Path, sizes: list[tuple[int, int]], max_pixels: int | None, what: str = "image") -> None:
+    """Raise :class:`ImageReadError` if the images of ``sizes`` (``(width, height)`` each: one image, or
+    the bands of a cube) hold more pixels than the limit (None: :data:`MAX_PIXELS`; 0: no limit)."""
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if limit < 0:
+        raise ConfigError(f"max_pixels must be 0 (no limit) or positive, got {limit}")
+    pixels = sum(width * height for width, height in sizes)
+    if not limit or pixels <= limit:
+        return
+    width, height = sizes[0]
+    size = f"{width}x{height}" if len(sizes) == 1 else (
+        f"{len(sizes)} bands of {width}x{height}" if len(set(sizes)) == 1 else f"{len(sizes)} bands")
+    raise ImageReadError(
+        f"cannot read {what} '{path}': it is {size} = {pixels:,} pixels, above the limit of {limit:,}; "
+        f"if you trust the file, raise the limit with --max-pixels {pixels} (max_pixels= in Python; 0 = no limit)"
+    )
 
 
 def quantize(image: torch.Tensor | np.ndarray, bit_depth: int = 8) -> np.ndarray:
@@ -429,7 +580,8 @@ def _cube_from_array(array: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data)).unsqueeze(0)
 
 
-def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[torch.Tensor, CubeInfo]:
+def read_cube(path: str | os.PathLike[str], *, layout: str = "auto",
+              max_pixels: int | None = None) -> tuple[torch.Tensor, CubeInfo]:
     """Read a spectral cube (e.g. 31 bands, 400-700 nm) from a ``.npy`` file, a multi-page TIFF or a
     folder of one gray image per band.
 
@@ -441,6 +593,9 @@ def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[to
             images in the folder (CAVE keeps ``<scene>_RGB.bmp`` there) are not bands and are skipped.
         layout: axis order of a 3-D ``.npy``: ``"chw"``, ``"hwc"`` or ``"auto"`` (the band axis is
             the smallest axis, which must be the first or the last; ``"chw"`` on a tie).
+        max_pixels: refuse a TIFF or folder cube of more than this many pixels over all its bands
+            (bands x height x width, from the headers, before decoding); ``None``: :data:`MAX_PIXELS`,
+            0: no limit. A ``.npy`` is not compressed: it is as large as its file.
 
     Returns:
         ``(cube, info)``: cube is a (1, C, H, W) float32 tensor in [0, 1] (uint8 / 255, uint16 /
@@ -448,8 +603,8 @@ def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[to
         type and layout for :func:`write_cube`.
 
     Raises:
-        ImageReadError: missing or unreadable path, unsupported format, type, shape or values, or
-            band images that differ in size, bit depth or are not gray.
+        ImageReadError: missing or unreadable path, unsupported format, type, shape or values, a
+            cube above ``max_pixels``, or band images that differ in size, bit depth or are not gray.
     """
     path = Path(path)
     if layout not in ("auto", "chw", "hwc"):
@@ -457,7 +612,7 @@ def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[to
     if not path.exists():
         raise ImageReadError(f"cannot read cube '{path}': it does not exist; check the path")
     if path.is_dir():
-        return _read_cube_folder(path)
+        return _read_cube_folder(path, max_pixels)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -487,10 +642,11 @@ def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[to
         info = CubeInfo(path, "npy", str(array.dtype), chosen, *cube.shape[1:])
         return cube, info
     if suffix in (".tif", ".tiff"):
+        data = _read_bytes(path)
+        _check_pixels(path, _header_sizes(path, data), max_pixels, "cube")
         try:
-            data = np.fromfile(path, np.uint8)
             ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
-        except (OSError, cv2.error):
+        except cv2.error:
             ok, pages = False, []
         if not ok or not pages:
             raise ImageReadError(f"cannot read cube '{path}': not a readable (multi-page) TIFF")
@@ -504,14 +660,15 @@ def read_cube(path: str | os.PathLike[str], *, layout: str = "auto") -> tuple[to
                          ".tif, or a folder of one image per band")
 
 
-def _read_cube_folder(folder: Path) -> tuple[torch.Tensor, CubeInfo]:
+def _read_cube_folder(folder: Path, max_pixels: int | None = None) -> tuple[torch.Tensor, CubeInfo]:
     files = sorted(list_images(folder), key=lambda p: _natural_key(p.name))
     if not files:
         raise ImageReadError(f"cannot read cube '{folder}': the folder holds no band images "
                              f"({', '.join(IMAGE_EXTENSIONS)})")
+    _check_pixels(folder, [image_size(file) for file in files], max_pixels, "cube")  # before decoding any band
     bands, depths, names = [], set(), []
     for file in files:
-        band, info = read_image(file)
+        band, info = read_image(file, max_pixels=0)  # the whole cube is within the limit
         if band.shape[1] != 1:
             continue  # a colour image beside the bands (CAVE's <scene>_RGB.bmp) is not a band
         if bands and band.shape != bands[0].shape:

@@ -230,6 +230,7 @@ def run_robustness(
     convention: str = "cddfuse",
     plots: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    max_pixels: int | None = None,
 ) -> RobustnessResult:
     """Sweep degradations × levels × models over a dataset and write the report.
 
@@ -252,6 +253,7 @@ def run_robustness(
         convention: metrics convention (``"cddfuse"``, ``"matlab"``, ``"vifb"`` ...).
         plots: write the PNG plots when matplotlib is installed.
         progress: called as ``progress(done, total, description)`` after each pair evaluation.
+        max_pixels: refuse images above this many pixels (see :func:`fusecli.io.read_image`).
 
     Returns:
         A :class:`RobustnessResult`.
@@ -356,10 +358,10 @@ def run_robustness(
         description = f"{label} {'+'.join(sweep) or 'clean'} L{lv}"
         all_rows = dict(rows)
         for pair in missing:
-            images = [read_image(p)[0] for p in pair.paths]
+            images = [read_image(p, max_pixels=max_pixels)[0] for p in pair.paths]
             clean = list(images)
             if lv > 0:
-                value: Any = (_read_depth(depth_maps[pair.paths[role_index].stem]) if depth_maps
+                value: Any = (_read_depth(depth_maps[pair.paths[role_index].stem], max_pixels) if depth_maps
                               else depth_spec)
                 images[role_index] = _degrade(images[role_index], sweep, lv, seed=seed, name=pair.stem,
                                               depth=value, inverse_depth=inverse_depth)

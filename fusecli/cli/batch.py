@@ -97,6 +97,9 @@ def batch(
     resize_to: str | None = typer.Option(None, "--resize-to", help="For pairs of different sizes: resample "
                                          "the other side to this one's size (ir or vis, a or b). Default: such "
                                          "pairs fail.", show_default=False),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="A source of more than this many "
+                                          "pixels (from its header, before decoding) fails its pair (default "
+                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
     merge: bool = typer.Option(False, "--merge-manifests", help="Merge the shard manifests of -o OUT into "
                                "OUT/manifest.json, then exit (no DATASET)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; the problems are "
@@ -126,7 +129,8 @@ def batch(
             result = run_batch(dataset, output, model, checkpoint=checkpoint, weights=weights, fusion=fusion,
                                device=device, devices=devices, roles=roles, ext=ext, gray=gray, bit_depth=bit_depth,
                                tile=tile, overlap=overlap, batch_size=batch_size, workers=workers,
-                               overwrite=overwrite, shard=shard, resize_to=resize_to, progress=reporter)
+                               overwrite=overwrite, shard=shard, resize_to=resize_to,
+                               max_pixels=max_pixels, progress=reporter)
         finally:
             reporter.stop()
     counts = result.counts

@@ -32,6 +32,9 @@ def degrade(
                               "folder of depth maps matched by file stem (larger = farther)."),
     inverse_depth: bool = typer.Option(False, "--inverse-depth", help="The depth maps are inverse depths "
                                        "(near = bright, as monocular depth networks write them)."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
+                                          "many pixels, checked in the file header before decoding (default "
+                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Simulate weather, light and sensor degradations (haze, rain, low light, noise, blur, JPEG, IR stripes ...).
@@ -48,7 +51,7 @@ def degrade(
                 progress.update(task, completed=done, total=total, description=name)
 
             report = degrade_path(input, output, kind, level, seed=seed, role=role, depth=depth,
-                                  inverse_depth=inverse_depth, progress=advance)
+                                  inverse_depth=inverse_depth, progress=advance, max_pixels=max_pixels)
     if not quiet:
         what = ",".join(report.kinds)
         if report.mode == "dataset":

@@ -39,6 +39,9 @@ def fuse(
                                       "add).", show_default=False),
     stretch_16bit: bool = typer.Option(False, "--stretch-16bit", help="Stretch the 0.5-99.5 % range of 16-bit "
                                        "sources (raw 14/16-bit thermal counts) to the full range before fusing."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
+                                          "many pixels, checked in the file header before decoding (default "
+                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Fuse one set of aligned source images into one image.
@@ -52,7 +55,7 @@ def fuse(
         dev = resolve_device(device)
         net = create_model(model, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
         result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
-                            stretch_16bit=stretch_16bit)
+                            stretch_16bit=stretch_16bit, max_pixels=max_pixels)
     if not quiet:
         kind = {1: "gray", 3: "colour"}.get(result.channels, f"{result.channels}-band cube")
         depth = "" if result.channels not in (1, 3) else f", {bit_depth}-bit"

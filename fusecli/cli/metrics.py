@@ -101,6 +101,9 @@ def metrics(
     allow_16bit: bool = typer.Option(False, "--allow-16bit", help="Rescale 16-bit images to 8 bits "
                                      "(round(v/257)) instead of refusing them."),
     device: str = typer.Option("cpu", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
+                                          "many pixels, checked in the file header before decoding (default "
+                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Compute fusion-quality metrics (EN, SD, SF, MI, SCD, VIF, Qabf, SSIM, ...) as a published
@@ -113,7 +116,8 @@ def metrics(
             if ir is None or vis is None or sources is not None or len(dirs) != 1 or dirs[0].is_dir():
                 raise ConfigError("single-image mode takes one fused image file with both --ir and --vis "
                                   "(and no --sources); for folders use --sources DATASET_DIR")
-            values = evaluate_files(dirs[0], [ir, vis], names, convention, allow_16bit=allow_16bit, device=device)
+            values = evaluate_files(dirs[0], [ir, vis], names, convention, allow_16bit=allow_16bit, device=device,
+                                    max_pixels=max_pixels)
             reports = [MethodReport(dirs[0].name, str(dirs[0]), convention.lower(), names,
                                     [ImageResult(dirs[0].stem, values)])]
         else:
@@ -136,7 +140,8 @@ def metrics(
 
                 try:
                     reports.append(evaluate_folder(d, sources, names, convention, allow_16bit=allow_16bit,
-                                                   workers=workers, device=device, progress=progress))
+                                                   workers=workers, device=device, progress=progress,
+                                                   max_pixels=max_pixels))
                 finally:
                     if bar is not None:
                         bar.stop()

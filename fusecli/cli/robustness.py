@@ -51,6 +51,9 @@ def robustness(
     device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image)."),
     convention: str = typer.Option("cddfuse", "--convention", help="Metrics convention: cddfuse, matlab, vifb ..."),
+    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
+                                          "many pixels, checked in the file header before decoding (default "
+                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Degrade the visible images at increasing severity, fuse with each model, and score against the clean sources.
@@ -72,7 +75,8 @@ def robustness(
 
             result = run_robustness(dataset, names, kinds, levels, output, metrics=metrics, limit=limit, seed=seed,
                                     role=role, depth=depth, checkpoints=_checkpoints(checkpoint, names),
-                                    device=dev, tile=tile, convention=convention, progress=advance)
+                                    device=dev, tile=tile, convention=convention, progress=advance,
+                                    max_pixels=max_pixels)
     if quiet:
         return
     if result.skipped_metrics:

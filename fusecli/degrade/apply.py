@@ -172,8 +172,8 @@ def _depth_files(depth_dir: Path, images: Sequence[Path]) -> dict[str, Path]:
     return {p.stem: maps[p.stem] for p in images}
 
 
-def _read_depth(path: Path) -> np.ndarray:
-    tensor, _ = read_image(path)
+def _read_depth(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    tensor, _ = read_image(path, max_pixels=max_pixels)
     return tensor[0].mean(dim=0).numpy()
 
 
@@ -223,6 +223,7 @@ def degrade_path(
     depth: str | os.PathLike[str] | None = "ramp",
     inverse_depth: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
+    max_pixels: int | None = None,
 ) -> DegradeReport:
     """Degrade an image file, a folder of images, or one role of a dataset, into ``output``.
 
@@ -246,6 +247,8 @@ def degrade_path(
         depth: haze depth: ``"ramp"``, ``"uniform"``, or a folder of depth maps matched by stem.
         inverse_depth: the depth maps are inverse depths (near = bright).
         progress: called as ``progress(done, total, name)`` after each image.
+        max_pixels: refuse images (and depth maps) above this many pixels (see
+            :func:`fusecli.io.read_image`).
 
     Raises:
         ConfigError, UnknownNameError (bad kinds / level / role / depth, missing depth maps),
@@ -297,8 +300,8 @@ def degrade_path(
     total = len(jobs) + len(copies)
     done = 0
     for source, target in jobs:
-        image, info = read_image(source)
-        depth_value: Any = _read_depth(depth_maps[source.stem]) if source.stem in depth_maps else (
+        image, info = read_image(source, max_pixels=max_pixels)
+        depth_value: Any = _read_depth(depth_maps[source.stem], max_pixels) if source.stem in depth_maps else (
             depth_spec if isinstance(depth_spec, str) else "ramp")
         result = degrade(image, names, level, seed=seed, name=source.stem, depth=depth_value,
                          inverse_depth=inverse_depth)

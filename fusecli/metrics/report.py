@@ -89,7 +89,7 @@ def rgb_to_gray(rgb: np.ndarray, convention: str) -> np.ndarray:
 
 
 def load_gray(path: str | os.PathLike[str], convention: str = DEFAULT_CONVENTION, *, allow_16bit: bool = False,
-              keep_red: bool = False) -> np.ndarray:
+              keep_red: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as the toolboxes do: ``(H, W)`` float64 gray levels 0..255 (integers).
 
     Colour images are converted with :func:`rgb_to_gray` (``keep_red=True``: keep the R channel
@@ -100,11 +100,12 @@ def load_gray(path: str | os.PathLike[str], convention: str = DEFAULT_CONVENTION
         convention: the toolbox whose gray conversion is used.
         allow_16bit: rescale 16-bit images to 8 bits as MATLAB ``im2uint8`` does
             (``round(v / 257)``) instead of refusing them.
+        max_pixels: refuse images above this many pixels (see :func:`fusecli.io.read_image`).
 
     Raises:
         ImageReadError: unreadable file. ConfigError: a 16-bit file without ``allow_16bit``.
     """
-    image, info = read_image(path)
+    image, info = read_image(path, max_pixels=max_pixels)
     maxv = 255.0 if info.bit_depth == 8 else 65535.0
     arr = np.rint(image[0].numpy().astype(np.float64) * maxv)  # exact integer samples back
     if info.bit_depth == 16:
@@ -158,8 +159,10 @@ def _nanstat(v: np.ndarray, fn) -> float:
 
 def evaluate_files(fused: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]],
                    names: Sequence[str] | None = None, convention: str = DEFAULT_CONVENTION, *,
-                   allow_16bit: bool = False, device: str | torch.device = "cpu") -> dict[str, float]:
-    """Metrics of one fused image file against its source files ``[A, B]`` (IR first).
+                   allow_16bit: bool = False, device: str | torch.device = "cpu",
+                   max_pixels: int | None = None) -> dict[str, float]:
+    """Metrics of one fused image file against its source files ``[A, B]`` (IR first); images above
+    ``max_pixels`` are refused (see :func:`fusecli.io.read_image`).
 
     Raises:
         ImageReadError, ConfigError, ShapeError (sizes differ), UnknownNameError.
@@ -168,10 +171,10 @@ def evaluate_files(fused: str | os.PathLike[str], sources: Sequence[str | os.Pat
     dev = resolve_device(device)
     c = check_convention(convention)
     names = resolve_metric_names(names)
-    srcs = [load_gray(p, c, allow_16bit=allow_16bit) for p in sources]
-    f_img, f_info = read_image(fused)
+    srcs = [load_gray(p, c, allow_16bit=allow_16bit, max_pixels=max_pixels) for p in sources]
+    f_img, f_info = read_image(fused, max_pixels=max_pixels)
     keep_red = c == "mefb" and f_info.channels == 3 and all(s.ndim == 2 for s in srcs)
-    f = load_gray(fused, c, allow_16bit=allow_16bit, keep_red=keep_red)
+    f = load_gray(fused, c, allow_16bit=allow_16bit, keep_red=keep_red, max_pixels=max_pixels)
     for p, s in zip(sources, srcs):
         if s.shape != f.shape:
             raise ShapeError(f"'{fused}' is {f.shape[0]}×{f.shape[1]} but source '{p}' is "
@@ -191,7 +194,8 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
                     names: Sequence[str] | None = None, convention: str = DEFAULT_CONVENTION, *,
                     roles: Sequence[str] | None = None, allow_16bit: bool = False, workers: int = 1,
                     device: str | torch.device = "cpu", name: str | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> MethodReport:
+                    progress: Callable[[int, int], None] | None = None,
+                    max_pixels: int | None = None) -> MethodReport:
     """Metrics of every fused image in ``fused_dir`` against the pair of ``dataset`` with the same
     file stem (dataset layouts as for ``batch``: ``ir/`` + ``vis/``, ``ct/`` + ``mri/`` ...).
 
@@ -207,6 +211,8 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
         roles: role folder names, detected if ``None``.
         workers: images evaluated in parallel (threads).
         progress: called as ``progress(done, total)`` after each image.
+        max_pixels: an image above this many pixels is listed in the problems (see
+            :func:`fusecli.io.read_image`).
 
     Raises:
         ConfigError: ``fused_dir`` or ``dataset`` is not a folder / has no known layout, or no
@@ -247,7 +253,8 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
     def run(job):
         stem, fpath, spaths = job
         try:
-            return stem, evaluate_files(fpath, spaths, names, c, allow_16bit=allow_16bit, device=device), None
+            return stem, evaluate_files(fpath, spaths, names, c, allow_16bit=allow_16bit, device=device,
+                                        max_pixels=max_pixels), None
         except (ShapeError, ConfigError, OSError) as exc:
             return stem, None, f"{stem}: {' '.join(str(exc).split())}"
 
