@@ -1,5 +1,5 @@
 """Metrics of a fused image against its two source images (the CDDFuse set and its neighbours):
-MI, SCD, VIF, Qabf, SSIM, PSNR, MSE and CC.
+MI, SCD, VIF, Qabf, Q_G, SSIM, PSNR, MSE, RMSE and CC.
 
 Every function takes ``fused`` — ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``, torch or numpy,
 gray on the 0–255 scale — and ``sources = [A, B]`` (infrared first, then visible; each
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import ShapeError, UnknownNameError
 from . import register
 from ._checks import as_gray_255, as_sources_255, check_convention, warn_nan
-from ._filters import check_window, conv2_same, gauss1d, pad, safe_div, sep_valid, shift_valid_1d
+from ._filters import check_window, conv2_same, filter2_same, gauss1d, pad, safe_div, sep_valid, shift_valid_1d
 
 # ------------------------------------------------------------------ helpers
 
@@ -151,6 +151,13 @@ def _mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).square().flatten(1).mean(dim=1)
 
 
+def _vifb_err(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """VIFB's ``mse`` helper (``metricsRmse.m`` / ``metricsPsnr.m``): ``sqrt(sum((x - y)^2)) / (H W)``,
+    i.e. the L2 norm of the difference over the pixel count (the textbook RMSE ÷ sqrt(H W)), ``(B,)``."""
+    n = x.shape[-1] * x.shape[-2]
+    return (x - y).square().flatten(1).sum(1).sqrt() / n
+
+
 @register(
     "MSE",
     higher_is_better=False,
@@ -171,6 +178,33 @@ def mse(fused: Any, sources: Sequence[Any], convention: str = "cddfuse") -> torc
     x, a, b = two_sources(fused, sources, "MSE")
     m = (_mse(x, a) + _mse(x, b)) / 2
     return m / 255.0**2 if c == "matlab" else m
+
+
+@register(
+    "RMSE",
+    higher_is_better=False,
+    needs="pair",
+    description="VIFB's RMSE: (‖F−A‖₂ + ‖F−B‖₂) / (2·H·W) on 0–255 (not the textbook RMSE).",
+    reference="Jagalingam & Hegde, Aquatic Procedia 4, 2015 (VIFB metricsRmse.m)",
+    conventions={"vifb": "(m_A+m_B)/2, m_X = ‖F−X‖₂ / (H·W) on 0–255, i.e. the textbook RMSE ÷ √(H·W) "
+                         "(VIFB's metricsRmse.m; no other toolbox has RMSE)"},
+    variants=("form",),
+)
+def rmse(fused: Any, sources: Sequence[Any], form: str = "vifb") -> torch.Tensor:
+    """RMSE of F against the two sources, ``(B,)``, ``>= 0``, on the 0–255 scale.
+
+    ``form="vifb"`` (the registered metric): ``(m_A + m_B) / 2`` with
+    ``m_X = sqrt(sum (F - X)^2) / (H W)``, as VIFB's ``metricsRmse.m`` computes it (its ``mse``
+    helper divides the L2 norm by the pixel count, so the values are the textbook RMSE divided by
+    ``sqrt(H W)``; the averaging is of these, not of MSEs). ``form="textbook"``:
+    ``(sqrt(MSE_A) + sqrt(MSE_B)) / 2``.
+    """
+    if form not in ("vifb", "textbook"):
+        raise UnknownNameError("RMSE form", str(form), ["vifb", "textbook"])
+    x, a, b = two_sources(fused, sources, "RMSE")
+    if form == "textbook":
+        return (_mse(x, a).sqrt() + _mse(x, b).sqrt()) / 2
+    return (_vifb_err(x, a) + _vifb_err(x, b)) / 2
 
 
 @register(
@@ -198,8 +232,7 @@ def psnr(fused: Any, sources: Sequence[Any], convention: str = "cddfuse") -> tor
     c = check_convention(convention)
     x, a, b = two_sources(fused, sources, "PSNR")
     if c in ("vifb", "mefb"):
-        n = x.shape[-1] * x.shape[-2]
-        m = ((x - a).square().flatten(1).sum(1).sqrt() / n + (x - b).square().flatten(1).sum(1).sqrt() / n) / 2
+        m = (_vifb_err(x, a) + _vifb_err(x, b)) / 2
         return 20 * torch.log10(255.0 / torch.sqrt(m))
     m = (_mse(x, a) + _mse(x, b)) / 2
     if c == "matlab":
@@ -399,6 +432,74 @@ def qabf(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
     num = (_qabf_q(g_a, al_a, g_f, al_f) * g_a + _qabf_q(g_b, al_b, g_f, al_f) * g_b).flatten(1).sum(1)
     den = (g_a + g_b).flatten(1).sum(1)
     return warn_nan(safe_div(num, den), "Qabf", "both sources have no gradient")
+
+
+# ------------------------------------------------------------------ Q_G (Liu's metricXydeas)
+
+_LIU_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
+_LIU_SOBEL_Y = _LIU_SOBEL_X.t().contiguous()
+_LIU_EPS = 0.00001  # metricXydeas.m adds it where a gradient (component) is exactly 0
+
+
+def _bump_zeros(v: torch.Tensor) -> torch.Tensor:
+    """``v + (v == 0) * 1e-5`` (metricXydeas.m's ``buffer``)."""
+    return v + (v == 0).to(v.dtype) * _LIU_EPS
+
+
+def _liu_grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel magnitude and ``atan(gy / gx)`` by ``filter2(..., 'same')`` (correlation, zero
+    padding); ``gx`` is bumped by 1e-5 where it is 0 before the division, as in metricXydeas.m."""
+    gx = filter2_same(x, _LIU_SOBEL_X.to(x.device))
+    gy = filter2_same(x, _LIU_SOBEL_Y.to(x.device))
+    g = torch.sqrt(gx * gx + gy * gy)
+    return g, torch.atan(gy / _bump_zeros(gx))
+
+
+def _liu_preservation(g_s: torch.Tensor, a_s: torch.Tensor, g_f: torch.Tensor, a_f: torch.Tensor):
+    """One source's edge preservation map of metricXydeas.m, ``(Q_SF, g_s', g_f')``: the primed
+    strengths are bumped by 1e-5 where 0 (the .m file keeps the bumped arrays and uses them as
+    the weights and in the next source's comparison)."""
+    larger = g_s > g_f
+    g_s = _bump_zeros(g_s)
+    up = g_f / g_s
+    g_f = _bump_zeros(g_f)
+    down = g_s / g_f
+    g_rel = torch.where(larger, up, down)
+    a_rel = torch.abs(torch.abs(a_s - a_f) - math.pi / 2) * 2 / math.pi
+    q_g = 1 / (1 + torch.exp(-10 * (g_rel - 0.5)))
+    q_a = 1 / (1 + torch.exp(-20 * (a_rel - 0.75)))
+    return q_g * q_a, g_s, g_f
+
+
+@register(
+    "Q_G",
+    higher_is_better=True,
+    needs="pair",
+    description="Liu's gradient-based Q_G (metricXydeas.m): Xydeas–Petrović edge preservation with Liu's "
+                "parameters, averaged per pixel.",
+    reference="Xydeas & Petrović, Proc. SPIE 4051, 2000; Liu et al., IEEE TPAMI 34(1), 2012 (metricXydeas.m)",
+    conventions={"cddfuse": "Liu metricXydeas.m: Sobel filter2 'same', 1e-5 added to zero gx / g, "
+                            "Q_g = 1/(1+e^(−10(G−0.5))), Q_α = 1/(1+e^(−20(A−0.75))), "
+                            "A = abs(abs(α_X−α_F) − π/2)·2/π, mean over pixels of (Q_AF g_A + Q_BF g_B)/(g_A + g_B)"},
+)
+def q_g(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
+    """Liu's ``metricXydeas(A, B, F)``, ``(B,)`` in ``[0, 1]``; **not** the same number as
+    :func:`qabf` (other sigmoid parameters, orientation agreement measured against π/2, and the
+    gradient-weighted average taken per pixel, then averaged over the image).
+
+    Sobel gradients by ``filter2(..., 'same')``; orientations ``atan(gy / gx)`` with 1e-5 added
+    to ``gx`` where it is 0; strength ratio ``G = min/max`` of the (1e-5-bumped) strengths;
+    ``Q = Q_g Q_α`` with ``Q_g = 1 / (1 + exp(-10 (G - 0.5)))`` and
+    ``Q_α = 1 / (1 + exp(-20 (A - 0.75)))``; result
+    ``mean((Q_AF g_A + Q_BF g_B) / (g_A + g_B))`` (flat pixels, g = 1e-5, count fully).
+    """
+    x, a, b = two_sources(fused, sources, "Q_G")
+    g_f, al_f = _liu_grad(x)
+    g_a, al_a = _liu_grad(a)
+    g_b, al_b = _liu_grad(b)
+    q_af, g_a, g_f = _liu_preservation(g_a, al_a, g_f, al_f)
+    q_bf, g_b, g_f = _liu_preservation(g_b, al_b, g_f, al_f)
+    return ((q_af * g_a + q_bf * g_b) / (g_a + g_b)).flatten(1).mean(1)
 
 
 # ------------------------------------------------------------------ SSIM

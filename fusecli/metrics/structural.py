@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from . import register
 from ._checks import as_gray_255, as_sources_255, warn_nan
@@ -64,14 +65,28 @@ def uiqi(fused: Any, sources: Sequence[Any], combine: str = "mean") -> torch.Ten
     return s if combine == "sum" else s / 2
 
 
+def flat_windows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Where ``x`` (``(B, 1, H, W)``) is constant over a ``size``×``size`` window, as a
+    ``'valid'`` bool map ``(B, 1, H-size+1, W-size+1)``."""
+    return F.max_pool2d(x, size, stride=1) == -F.max_pool2d(-x, size, stride=1)
+
+
 def _ssim_yang(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Liu's ``ssim_yang``: 7×7 Gaussian (σ = 1.5) ``'valid'`` SSIM map with C1 = C2 = 2e-16;
-    returns ``(map, var_x, var_y, cov_xy)``."""
+    returns ``(map, var_x, var_y, cov_xy)``.
+
+    The local (co)variances are ``E[xy] - E[x]E[y]``; in a window where ``x`` (or ``y``) is
+    constant they are exactly 0 and are set so: computed, they are round-off residues of either
+    sign (``~1e-12``), and the metrics built on them divide such residues (Q_C's
+    ``σ_AF / (σ_AF + σ_BF)`` and its ``< 0`` test, Q_Y's ``λ``), which made the value depend on
+    the summation order of the window sums (up to 9e-4 on full-size TNO images)."""
     k = gauss1d(7, 1.5).tolist()
     mx, my = sep_valid(x, k), sep_valid(y, k)
-    sxx = sep_valid(x * x, k) - mx * mx
-    syy = sep_valid(y * y, k) - my * my
-    sxy = sep_valid(x * y, k) - mx * my
+    fx, fy = flat_windows(x, 7), flat_windows(y, 7)
+    zero = torch.zeros((), dtype=mx.dtype, device=mx.device)
+    sxx = torch.where(fx, zero, sep_valid(x * x, k) - mx * mx)
+    syy = torch.where(fy, zero, sep_valid(y * y, k) - my * my)
+    sxy = torch.where(fx | fy, zero, sep_valid(x * y, k) - mx * my)
     c = 2e-16
     m = ((2 * mx * my + c) * (2 * sxy + c)) / ((mx * mx + my * my + c) * (sxx + syy + c))
     return m, sxx, syy, sxy
@@ -96,9 +111,9 @@ def q_y(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
     """Where ``SSIM(A, B) >= 0.75``: ``λ SSIM(A, F) + (1 - λ) SSIM(B, F)`` with
     ``λ = σ_A² / (σ_A² + σ_B²)``, elsewhere ``max(SSIM(A, F), SSIM(B, F))``; mean over the
     non-NaN pixels of the map, ``(B,)``, about 0..1. Images of at least 11×11 (the toolbox
-    returns -Inf below). Note: C1 = C2 = 2e-16, so in windows flat in both images the
-    map is a ratio of round-off terms (in MATLAB too): on such images the value agrees with the
-    toolbox only as far as those round-off terms do."""
+    returns -Inf below). Windows constant in an image have exactly zero (co)variances (see
+    :func:`_ssim_yang`): the value is the .m file's in exact arithmetic, where MATLAB's carries
+    round-off residues."""
     x, a, b = two_sources(fused, sources, "Q_Y")
     check_window(x, 11, "Q_Y")
     s_ab, va, vb, _ = _ssim_yang(a, b)
@@ -123,9 +138,10 @@ def q_y(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
 def q_c(fused: Any, sources: Sequence[Any]) -> torch.Tensor:
     """``μ SSIM(A, F) + (1 - μ) SSIM(B, F)`` with ``μ = σ_AF / (σ_AF + σ_BF)``, set to 0 where
     ``μ < 0`` and to 1 where ``μ > 1``; mean over the non-NaN pixels, ``(B,)``. Images of at
-    least 11×11. Note: C1 = C2 = 2e-16, so in windows flat in both images the
-    map is a ratio of round-off terms (in MATLAB too): on such images the value agrees with the
-    toolbox only as far as those round-off terms do."""
+    least 11×11. Windows constant in an image have exactly zero (co)variances (see
+    :func:`_ssim_yang`): ``μ = 0`` where only a source is constant, NaN (left out) where F is;
+    the value is the .m file's in exact arithmetic, where MATLAB's carries round-off residues
+    whose sign decides ``μ < 0``."""
     x, a, b = two_sources(fused, sources, "Q_C")
     check_window(x, 11, "Q_C")
     s_af, _, _, c_af = _ssim_yang(a, x)
