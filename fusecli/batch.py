@@ -39,7 +39,7 @@ from torch import nn
 
 from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
-from .inference import fuse_images, resolve_device
+from .inference import fuse_images, prepare_16bit, resolve_device
 from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
 
@@ -49,7 +49,7 @@ __all__ = ["PairRecord", "BatchResult", "run_batch", "merge_manifests", "parse_d
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 #: options that change the pixels of an output; a run into a folder made with other values is refused
-_RESULT_OPTIONS = ("ext", "gray", "bit_depth", "tile", "overlap", "fusion", "resize_to")
+_RESULT_OPTIONS = ("ext", "gray", "bit_depth", "tile", "overlap", "fusion", "resize_to", "stretch_16bit")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
 _MANIFEST_INTERVAL_S = 5.0
 
@@ -77,6 +77,7 @@ class PairRecord:
     read_s: float | None = None
     fuse_s: float | None = None
     write_s: float | None = None
+    stretched: list[str] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items() if v is not None}
@@ -92,6 +93,17 @@ class BatchResult:
     roles: tuple[str, ...]
     shard: tuple[int, int] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        """One line for the user when the default rule stretched 16-bit sources (see
+        :func:`fusecli.inference.prepare_16bit`), else nothing."""
+        stretched = [(r.stem, name) for r in self.records if r.stretched for name in r.stretched]
+        if not stretched:
+            return []
+        pairs = len({stem for stem, _ in stretched})
+        return [f"stretched {len(stretched)} 16-bit source(s) of {pairs} pair(s) that use less than half of "
+                f"0..65535 to the full range (e.g. {stretched[0][1]}); --no-stretch-16bit keeps the raw values"]
 
     @property
     def failures(self) -> list[PairRecord]:
@@ -157,7 +169,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
     """The values that decide an output's pixels."""
-    options = manifest.get("options", {})
+    options = {"stretch_16bit": False, **manifest.get("options", {})}  # runs before the option: raw values
     return {"model": manifest.get("model"), "weights": manifest.get("weights"),
             **{k: options.get(k) for k in _RESULT_OPTIONS}}
 
@@ -216,12 +228,14 @@ class _Loaded:
 
 
 def _load(pair: Pair, record: PairRecord, output: Path, roles: tuple[str, ...], resize: int | None,
-          min_size: int, *, max_pixels: int | None = None) -> _Loaded:
+          min_size: int, *, max_pixels: int | None = None, stretch_16bit: bool | None = None) -> _Loaded:
     """Read one pair (as ``fuse`` does), check sizes, resample if asked. Runs in a reader thread."""
     start = time.perf_counter()
     loaded = [read_image(p, max_pixels=max_pixels) for p in pair.paths]
     sizes = [(info.width, info.height) for _, info in loaded]
-    images = [t for t, _ in loaded]
+    prepared = [prepare_16bit(t, info, stretch_16bit) for t, info in loaded]
+    images = [t for t, _ in prepared]
+    stretched = [f"{role}/{p.name}" for role, p, (_, note) in zip(roles, pair.paths, prepared) if note]
     if len(set(sizes)) > 1:
         listing = ", ".join(f"{role}/{p.name} is {w}x{h}" for role, p, (w, h) in zip(roles, pair.paths, sizes))
         if resize is None:
@@ -233,6 +247,7 @@ def _load(pair: Pair, record: PairRecord, output: Path, roles: tuple[str, ...], 
     if min(width, height) < min_size:
         raise ShapeError(f"image is {width}x{height} pixels; this model needs at least {min_size}x{min_size}")
     record.width, record.height = width, height
+    record.stretched = stretched or None
     record.read_s = time.perf_counter() - start
     return _Loaded(pair, record, output, images)
 
@@ -308,6 +323,7 @@ def run_batch(
     overwrite: bool = False,
     shard: str | tuple[int, int] | None = None,
     resize_to: str | None = None,
+    stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
 ) -> BatchResult:
@@ -336,6 +352,9 @@ def run_batch(
         resize_to: when the sides of a pair differ in size, resample the others to the size of this
             role (``ir``/``a``: first, ``vis``/``b``: second, or a role folder name): INTER_AREA when
             shrinking, INTER_LINEAR when enlarging. Default: such pairs fail.
+        stretch_16bit: as for :func:`fusecli.inference.fuse_files` (None: stretch the 16-bit sources
+            that use less than half of their range; the pairs are listed in ``PairRecord.stretched``
+            and summed up in ``BatchResult.notes``).
         max_pixels: a source above this many pixels fails its pair (see :func:`fusecli.io.read_image`).
         progress: called in the calling thread as ``progress(done, total, record)``: once with
             ``record=None`` before fusing (``total``: pairs to fuse), then once per finished pair.
@@ -432,6 +451,7 @@ def run_batch(
     manifest_path = out_dir / manifest_name(shard_spec)
     options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
                "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],
+               "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit),
                "batch_size": batch_size, "workers": workers, "overwrite": overwrite,
                "devices": [str(next(m.parameters()).device) for m in models]}
     header = {"format": MANIFEST_FORMAT, "fusecli_version": __version__, "model": model_name,
@@ -462,7 +482,7 @@ def run_batch(
     try:
         _Pipeline(models, todo, scan.roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
                   workers, progress, total, lambda: write_manifest(False),
-                  read_options={"max_pixels": max_pixels}).run()
+                  read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}).run()
         completed = True
     finally:  # also on Ctrl-C: the manifest records what was done ("pending": not done)
         write_manifest(completed)
@@ -518,7 +538,7 @@ class _Pipeline:
         self.gray, self.tile, self.overlap, self.bit_depth = gray, tile, overlap, bit_depth
         self.batch_size, self.workers, self.progress, self.total = batch_size, workers, progress, total
         self.checkpoint_manifest = checkpoint_manifest
-        self.read_options = read_options or {}  # max_pixels: a keyword of _load
+        self.read_options = read_options or {}  # max_pixels, stretch_16bit: keywords of _load
         self.window = max(2 * workers, 2 * batch_size * len(models)) + workers
         self.done = 0
 

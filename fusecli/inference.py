@@ -17,13 +17,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .color import merge_luma, rgb_to_y, split_luma, stretch
+from .color import _quantile, merge_luma, rgb_to_y, split_luma, stretch
 from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
-from .io import read_cube, read_image, write_cube, write_image
+from .io import ImageInfo, read_cube, read_image, write_cube, write_image
 from .tiling import pad_to_multiple, tiled
 
 __all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "fuse_cube_files", "stretch",
-           "FuseResult", "check_source_count"]
+           "FuseResult", "check_source_count", "prepare_16bit", "AUTO_STRETCH_SPAN"]
+
+#: A 16-bit source whose values (0.5 % to 99.5 % quantiles) span less than this share of 0..65535 is
+#: stretched by default (:func:`prepare_16bit`): raw 12/14-bit sensor counts, which look black.
+AUTO_STRETCH_SPAN = 0.5
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -221,15 +225,48 @@ def fuse_images(
     return merge_luma(fused, None if chroma is None else chroma.to(fused.device))
 
 
+def prepare_16bit(image: torch.Tensor, info: ImageInfo, stretch_16bit: bool | None = None
+                  ) -> tuple[torch.Tensor, str | None]:
+    """Stretch a 16-bit source to the full range when asked, or by default when it needs it.
+
+    Rule (``stretch_16bit=None``, the default): a 16-bit source whose 0.5 % and 99.5 % quantiles
+    span less than :data:`AUTO_STRETCH_SPAN` of 0..65535 (and more than nothing) is stretched with
+    :func:`stretch` (those quantiles to 0 and 1): raw 12/14-bit thermal or medical counts in a
+    16-bit file would otherwise be fused as a nearly black image. ``True``: every 16-bit source is
+    stretched; ``False``: none. 8-bit sources are never changed.
+
+    Args:
+        image: a (1, C, H, W) float32 tensor in [0, 1], as :func:`fusecli.io.read_image` returns it.
+        info: its :class:`fusecli.io.ImageInfo`.
+        stretch_16bit: None (the rule above), True or False.
+
+    Returns:
+        ``(image, note)``: the (possibly stretched) tensor, and a one-line note for the user when
+        the default rule stretched it (None otherwise).
+    """
+    if info.bit_depth != 16 or stretch_16bit is False:
+        return image, None
+    if stretch_16bit:
+        return stretch(image), None
+    flat = image.flatten(1).float()
+    lo, hi = float(_quantile(flat, 0.005)[0]), float(_quantile(flat, 0.995)[0])
+    if not 0 < hi - lo < AUTO_STRETCH_SPAN:
+        return image, None
+    note = (f"{info.path.name}: 16-bit image uses {round(lo * 65535)}..{round(hi * 65535)} of 0..65535 "
+            "(0.5-99.5 % of its values); stretched to the full range (--no-stretch-16bit keeps the raw values)")
+    return stretch(image), note
+
+
 @dataclass(frozen=True)
 class FuseResult:
-    """What :func:`fuse_files` did."""
+    """What :func:`fuse_files` did; ``notes``: one line each for the user (e.g. a 16-bit source stretched)."""
 
     output: Path
     width: int
     height: int
     channels: int
     seconds: float
+    notes: tuple[str, ...] = ()
 
 
 def fuse_files(
@@ -241,7 +278,7 @@ def fuse_files(
     bit_depth: int = 8,
     tile: int = 0,
     overlap: int = 32,
-    stretch_16bit: bool = False,
+    stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
 ) -> FuseResult:
     """Read the source images, fuse them, and write the result atomically.
@@ -253,8 +290,9 @@ def fuse_files(
         gray: force a gray output.
         bit_depth: 8 or 16 (PNG and TIFF only).
         tile, overlap: see :func:`fuse_tensors`.
-        stretch_16bit: apply :func:`stretch` to 16-bit sources (raw thermal counts); 8-bit
-            sources are used as they are.
+        stretch_16bit: None (default): stretch the 16-bit sources that fill less than half of their
+            range (raw thermal counts), with a note in the result; True: stretch every 16-bit source;
+            False: use the raw values. See :func:`prepare_16bit`. 8-bit sources are used as they are.
         max_pixels: refuse sources above this many pixels (see :func:`fusecli.io.read_image`).
 
     Raises:
@@ -275,11 +313,12 @@ def fuse_files(
     if len(sizes) > 1:
         listing = ", ".join(f"{Path(p).name} {info.width}x{info.height}" for p, (_, info) in zip(inputs, loaded))
         raise ShapeError(f"input images differ in size ({listing}); register or resize them first")
-    images = [stretch(t) if stretch_16bit and info.bit_depth == 16 else t for t, info in loaded]
-    fused = fuse_images(model, images, gray=gray, tile=tile, overlap=overlap)
+    prepared = [prepare_16bit(t, info, stretch_16bit) for t, info in loaded]
+    fused = fuse_images(model, [t for t, _ in prepared], gray=gray, tile=tile, overlap=overlap)
     path = write_image(output, fused.cpu(), bit_depth=bit_depth, protect=inputs)
     _, channels, height, width = fused.shape
-    return FuseResult(Path(path), width, height, channels, time.perf_counter() - start)
+    notes = tuple(note for _, note in prepared if note)
+    return FuseResult(Path(path), width, height, channels, time.perf_counter() - start, notes)
 
 
 def fuse_cube_files(

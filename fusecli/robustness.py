@@ -42,7 +42,7 @@ from .degrade import degrade as _degrade
 from .degrade.apply import _depth_files, _read_depth
 from .degrade.levels import MAX_LEVEL, level_params
 from .errors import ConfigError, ImageWriteError, ShapeError
-from .inference import fuse_images
+from .inference import fuse_images, prepare_16bit
 from .io import quantize, read_image, write_text_atomic
 from .metrics import evaluate, get_metric, list_metrics
 from .pairs import Pair, scan_pairs
@@ -162,6 +162,7 @@ class RobustnessResult:
         reused: pair evaluations taken from ``cells/`` (an earlier, matching run).
         means: ``{(model, kind, level): {metric: mean}}``.
         seconds: wall time of the run.
+        notes: one line each for the user (16-bit sources stretched by default).
     """
 
     csv: Path
@@ -174,6 +175,7 @@ class RobustnessResult:
     reused: int = 0
     means: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 def _safe(text: str) -> str:
@@ -230,6 +232,7 @@ def run_robustness(
     convention: str = "cddfuse",
     plots: bool = True,
     progress: Callable[[int, int, str], None] | None = None,
+    stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
 ) -> RobustnessResult:
     """Sweep degradations × levels × models over a dataset and write the report.
@@ -253,6 +256,8 @@ def run_robustness(
         convention: metrics convention (``"cddfuse"``, ``"matlab"``, ``"vifb"`` ...).
         plots: write the PNG plots when matplotlib is installed.
         progress: called as ``progress(done, total, description)`` after each pair evaluation.
+        stretch_16bit: 16-bit sources, as for :func:`fusecli.inference.fuse_files` (None: stretch
+            those that use less than half of their range; listed in ``result.notes``).
         max_pixels: refuse images above this many pixels (see :func:`fusecli.io.read_image`).
 
     Returns:
@@ -326,6 +331,7 @@ def run_robustness(
             "model": label, "weights": str(getattr(model, "weights_info", type(model).__name__)),
             "kinds": list(sweep), "level": lv, "role": chosen_role, "metrics": metric_names,
             "convention": convention, "tile": tile,
+            "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit),
         }
         if lv > 0:
             key.update(seed=seed, depth=str(depth_spec), inverse_depth=inverse_depth,
@@ -350,6 +356,7 @@ def run_robustness(
         states.append((label, sweep, lv, key, rows, missing))
 
     done = 0
+    stretched: set[tuple[str, str]] = set()  # (source, note) of the 16-bit sources prepare_16bit stretched
     for label, sweep, lv, key, rows, missing in states:
         if not missing:
             continue
@@ -358,7 +365,9 @@ def run_robustness(
         description = f"{label} {'+'.join(sweep) or 'clean'} L{lv}"
         all_rows = dict(rows)
         for pair in missing:
-            images = [read_image(p, max_pixels=max_pixels)[0] for p in pair.paths]
+            prepared = [prepare_16bit(*read_image(p, max_pixels=max_pixels), stretch_16bit) for p in pair.paths]
+            images = [t for t, _ in prepared]
+            stretched.update((str(p), note) for p, (_, note) in zip(pair.paths, prepared) if note)
             clean = list(images)
             if lv > 0:
                 value: Any = (_read_depth(depth_maps[pair.paths[role_index].stem], max_pixels) if depth_maps
@@ -402,6 +411,12 @@ def run_robustness(
         writer.writerow([_fmt(v) for v in row])
     _atomic_write(result.csv, buffer.getvalue())
 
+    if len(stretched) == 1:
+        result.notes.append(next(iter(stretched))[1])
+    elif stretched:
+        example = Path(min(stretched)[0]).name
+        result.notes.append(f"stretched {len(stretched)} 16-bit sources that use less than half of 0..65535 to the "
+                            f"full range (e.g. {example}); --no-stretch-16bit keeps the raw values")
     if plots:
         result.plots, result.plots_note = write_plots(result.means, out_dir, metric_names,
                                                       title=f"{Path(dataset).resolve().name}, {len(pairs)} pairs")

@@ -120,11 +120,17 @@ def test_stretch_16bit_uses_the_full_range_of_raw_thermal(official_auif, tmp_pat
     stretched = stretch(ir16)
     assert stretched.min() == 0 and stretched.max() == 1
     assert torch.equal(stretch(torch.full((1, 1, 8, 8), 0.3)), torch.full((1, 1, 8, 8), 0.3))
-    plain = fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "a.png")
+    plain = fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "a.png",
+                       stretch_16bit=False)
     fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "b.png", stretch_16bit=True)
     a = cv2.imread(str(tmp_path / "a.png"), 0).astype(float)
     b = cv2.imread(str(tmp_path / "b.png"), 0).astype(float)
     assert plain.channels == 1 and b.std() > a.std() + 5  # the warm targets stand out
+    assert plain.notes == ()
+    # the default stretches this source (it uses under half of 0..65535) and says so once
+    auto = fuse_files(official_auif, [SAMPLES / "ir16.png", SAMPLES / "vis.png"], tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert len(auto.notes) == 1 and "ir16.png" in auto.notes[0] and "--no-stretch-16bit" in auto.notes[0]
 
 
 class _Raises(torch.nn.Module):

@@ -97,6 +97,10 @@ def batch(
     resize_to: str | None = typer.Option(None, "--resize-to", help="For pairs of different sizes: resample "
                                          "the other side to this one's size (ir or vis, a or b). Default: such "
                                          "pairs fail.", show_default=False),
+    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
+                                              "0.5-99.5 % range of 16-bit sources to the full range. Default: "
+                                              "only sources that use less than half of 0..65535 (raw 12/14-bit "
+                                              "counts), with a note on stderr.", show_default=False),
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="A source of more than this many "
                                           "pixels (from its header, before decoding) fails its pair (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
@@ -129,12 +133,14 @@ def batch(
             result = run_batch(dataset, output, model, checkpoint=checkpoint, weights=weights, fusion=fusion,
                                device=device, devices=devices, roles=roles, ext=ext, gray=gray, bit_depth=bit_depth,
                                tile=tile, overlap=overlap, batch_size=batch_size, workers=workers,
-                               overwrite=overwrite, shard=shard, resize_to=resize_to,
+                               overwrite=overwrite, shard=shard, resize_to=resize_to, stretch_16bit=stretch_16bit,
                                max_pixels=max_pixels, progress=reporter)
         finally:
             reporter.stop()
     counts = result.counts
     if not quiet:
+        for note in result.notes:
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         shard_text = f" (shard {result.shard[0]}/{result.shard[1]})" if result.shard else ""
         err.print(f"{counts.get('pairs', 0)} pairs{shard_text}: {counts.get('fused', 0)} fused, "
                   f"{counts.get('skipped', 0)} skipped (output exists), {counts.get('failed', 0)} failed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ..inference import fuse_files, resolve_device
 from ..models import create_model
@@ -37,8 +38,11 @@ def fuse(
     fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule, if it has one "
                                       "(AUIF: sum, average, l1; cscfuse-ivf: saliency, l1, average, "
                                       "add).", show_default=False),
-    stretch_16bit: bool = typer.Option(False, "--stretch-16bit", help="Stretch the 0.5-99.5 % range of 16-bit "
-                                       "sources (raw 14/16-bit thermal counts) to the full range before fusing."),
+    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
+                                              "0.5-99.5 % range of 16-bit sources to the full range before "
+                                              "fusing. Default: only sources that use less than half of "
+                                              "0..65535 (raw 12/14-bit counts), with a note on stderr.",
+                                              show_default=False),
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
                                           "many pixels, checked in the file header before decoding (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
@@ -57,6 +61,8 @@ def fuse(
         result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
                             stretch_16bit=stretch_16bit, max_pixels=max_pixels)
     if not quiet:
+        for note in result.notes:
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         kind = {1: "gray", 3: "colour"}.get(result.channels, f"{result.channels}-band cube")
         depth = "" if result.channels not in (1, 3) else f", {bit_depth}-bit"
         err.print(f"wrote {result.output} ({result.width}x{result.height} {kind}{depth}) with "

@@ -51,6 +51,10 @@ def robustness(
     device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
     tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image)."),
     convention: str = typer.Option("cddfuse", "--convention", help="Metrics convention: cddfuse, matlab, vifb ..."),
+    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
+                                              "0.5-99.5 % range of 16-bit sources to the full range. Default: "
+                                              "only sources that use less than half of 0..65535.",
+                                              show_default=False),
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
                                           "many pixels, checked in the file header before decoding (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
@@ -76,9 +80,11 @@ def robustness(
             result = run_robustness(dataset, names, kinds, levels, output, metrics=metrics, limit=limit, seed=seed,
                                     role=role, depth=depth, checkpoints=_checkpoints(checkpoint, names),
                                     device=dev, tile=tile, convention=convention, progress=advance,
-                                    max_pixels=max_pixels)
+                                    stretch_16bit=stretch_16bit, max_pixels=max_pixels)
     if quiet:
         return
+    for note in result.notes:
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if result.skipped_metrics:
         err.print(f"note: metric(s) {', '.join(result.skipped_metrics)} are not available in this fusecli; skipped",
                   highlight=False, soft_wrap=True)
