@@ -127,11 +127,11 @@ def test_split_selection_rules(tmp_path):
     stems = [f"{i:05d}" for i in range(10)]
     assert split_stems(tmp_path / "harvard_mri_spect", stems, "test") == ["00004", "00009"]
     items = [tmp_path / f"{s}.png" for s in stems]
-    assert select_pairs(tmp_path / "roadscene", items, "auto") == items
+    assert select_pairs(tmp_path / "llvip", items, "auto") == items  # no fixed split: every pair
     assert [p.stem for p in select_pairs(tmp_path / "harvard_mri_pet", items, "auto")] == \
         [s for s in stems if s not in ("00004", "00009")]
     with pytest.raises(ConfigError, match="no fixed train/held-out split"):
-        select_pairs(tmp_path / "roadscene", items, "train")
+        select_pairs(tmp_path / "llvip", items, "train")
     with pytest.raises(ConfigError, match="--split"):
         select_pairs(tmp_path / "harvard_mri_pet", items, "half")
 
@@ -235,7 +235,7 @@ def test_paired_training_resumes_exactly_and_writes_the_card(tmp_path, one_threa
 
 
 def test_training_on_the_held_out_split_is_refused_where_undefined(tmp_path):
-    data = _write_ivf(tmp_path / "roadscene")
+    data = _write_ivf(tmp_path / "llvip")
     with pytest.raises(ConfigError, match="no fixed train/held-out split"):
         train(TrainConfig(model="derun", data=(str(data),), out=str(tmp_path / "r"), split="train"))
     result = CliRunner().invoke(app, ["train", "derun", "--data", str(data), "--split", "half",
@@ -295,3 +295,14 @@ def test_fused_harvard_pet_file_keeps_its_colour(tmp_path, harvard_mri_pet_dir, 
     brain = mri[0, 0] > 20 / 255
     assert brain.float().mean() > 0.2
     assert (out[0, 0][brain] - src[0, 0][brain]).abs().mean() > 0.01  # the luma took in the MRI
+
+
+def test_roadscene_split_holds_out_every_fifth_pair_and_the_night_pairs(tmp_path):
+    from fusecli.train.splits import ROADSCENE_NIGHT, roadscene_split
+    stems = [f"FLIR_{i:05d}" for i in range(6970, 7000)]
+    train_part, held = roadscene_split(stems)
+    assert set(train_part) | set(held) == set(stems) and not set(train_part) & set(held)
+    assert set(ROADSCENE_NIGHT) & set(stems) <= set(held)  # FLIR_06974 and FLIR_06995 in this range
+    assert "FLIR_06974" in held and "FLIR_06995" in held
+    items = [tmp_path / f"{s}.jpg" for s in stems]
+    assert [p.stem for p in select_pairs(tmp_path / "roadscene", items, "train")] == train_part

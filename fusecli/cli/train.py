@@ -24,8 +24,8 @@ def train(
                                     "frufn/efrufn use --sharp-data and --ivf-data instead.",
                                     show_default=False),
     split: str = typer.Option("auto", "--split", help="Pairs of datasets with a fixed held-out split "
-                              "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct, mefb: every 5th sorted stem "
-                              "held out): auto = their train part and all pairs of other datasets; train = "
+                              "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct, mefb, roadscene: every 5th sorted "
+                              "stem held out, and RoadScene's night pairs): auto = their train part and all pairs of other datasets; train = "
                               "the train part (error for a dataset without a split); all = every pair."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: last.pt, final weights, card."),
     epochs: int | None = typer.Option(None, help="Epochs (default: the recipe's)."),
@@ -53,6 +53,9 @@ def train(
     option: list[str] = typer.Option(None, "--option", help="A recipe hyper-parameter as KEY=NUMBER "
                                      "(repeatable), e.g. cscfuse-mef's halo_max=0; unknown keys are an error.",
                                      show_default=False),
+    init: Path | None = typer.Option(None, "--init", help="Weights to start from (checkpoint or card), e.g. "
+                                     "an auto-encoder from `fusecli train auif` for auif-fusion.",
+                                     show_default=False),
     transfer_loss: str = typer.Option("paper", help="frufn/efrufn: gradient-transfer loss, 'paper' (eq. 3) or "
                                       "'official' (the authors' code)."),
 ) -> None:
@@ -67,6 +70,8 @@ def train(
                 seed=seed, synth_seed=synth_seed, device=str(resolve_device(device)), resume=resume)
             if option:
                 raise ConfigError(f"--option is not used by {model}'s staged training")
+            if init is not None:
+                raise ConfigError(f"--init is not used by {model}'s staged training (use --teacher)")
             if data:
                 raise ConfigError(f"{model} trains in stages: pass --sharp-data and --ivf-data, not --data")
             _train_staged(config)
@@ -80,7 +85,7 @@ def train(
         config = TrainConfig(model=model, data=tuple(map(str, data)), out=str(out), epochs=epochs,
                              batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
                              seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
-                             options=parse_options(option or ()))
+                             options=parse_options(option or ()), init=None if init is None else str(init))
         err.print(f"training {model}: {recipe.description}", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))

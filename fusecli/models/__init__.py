@@ -191,6 +191,21 @@ register_model(ModelEntry(
 ))
 
 
+from . import auif_fusion as _auif_fusion  # noqa: E402
+
+register_model(ModelEntry(
+    name="auif-fusion",
+    cls=_auif_fusion.AUIFFusion,
+    config_cls=_auif_fusion.AUIFFusionConfig,
+    tasks=("ir-vis",),
+    paper="fusecli: AUIF's unrolled encoders (Zhao et al., TCSVT 2021) with a learned fusion step, trained end "
+          "to end as a fusion network (intensity + gradient loss, darkened visible images)",
+    convert_official=_auif_fusion.convert_official,
+    default_weights=None,
+    official_hint="auif-fusion is fusecli's model: only checkpoints written by `fusecli train auif-fusion` load.",
+))
+
+
 from . import cscfuse as _cscfuse  # noqa: E402
 
 register_model(ModelEntry(
@@ -292,3 +307,25 @@ register_model(ModelEntry(
     official_hint="The official CSC-MSF checkpoint is one file, best_net.pth (IF-CSCFuse/CSC-MSF, 256 channels, "
                   "keys backbone_guide.*, backbone_lr.*, decoder.conv0.weight): pass that file (or its folder).",
 ))
+
+
+from . import classical as _classical  # noqa: E402
+
+for _name, _cls, _cfg, _rule in (
+    ("average", _classical.AverageFusion, _classical.ClassicalConfig, "F = (A + B) / 2 per pixel"),
+    ("max", _classical.MaxFusion, _classical.ClassicalConfig, "F = max(A, B) per pixel"),
+    ("laplacian", _classical.LaplacianFusion, _classical.LaplacianConfig,
+     "Laplacian pyramid (Burt & Adelson 1983): average of the coarsest level, larger-magnitude detail "
+     "coefficient per level, 4 levels"),
+):
+    register_model(ModelEntry(
+        name=_name,
+        cls=_cls,
+        config_cls=_cfg,
+        tasks=("ir-vis", "medical"),
+        paper=f"classical rule: {_rule}",
+        convert_official=_classical.convert_official,
+        default_weights=None,
+        official_hint="The classical rules have no weights.",
+        needs_weights=False,
+    ))

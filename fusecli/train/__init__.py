@@ -73,6 +73,9 @@ class Recipe:
     #: recipe with options gets ``loss(model, batch, step=i, **options)``, ``i`` the 1-based
     #: iteration counted over the whole run (so a resumed run continues any ramp where it stopped)
     options: dict[str, float] = field(default_factory=dict)
+    #: ``warm_start(model, state) -> keys left at their initial values``: loads the state dict of
+    #: ``--init`` (e.g. an auto-encoder's) into the model; None: ``--init`` loads strict
+    warm_start: Callable[[nn.Module, dict[str, torch.Tensor]], list[str]] | None = None
 
 
 def step_decay_after(start: int, every: int, gamma: float, *, epochs: int
@@ -134,6 +137,8 @@ class TrainConfig:
     split: str = "auto"
     #: overrides of the recipe's :attr:`Recipe.options` (unknown keys are an error)
     options: dict[str, float] = field(default_factory=dict)
+    #: weights to start from (a checkpoint file or weights card; see :attr:`Recipe.warm_start`)
+    init: str | None = None
 
 
 def parse_options(items: Sequence[str]) -> dict[str, float]:
@@ -288,6 +293,73 @@ RECIPES["cscfuse-mef"] = Recipe(
 )
 
 
+# --- AUIF-Fusion (fusecli's ir-vis default): AUIF's encoders trained end to end as a fusion network --
+
+#: the infrared-visible dataset layouts, (infrared, visible)
+IVF_LAYOUTS: tuple[tuple[str, str], ...] = (("ir", "vis"), ("ir", "vi"), ("infrared", "visible"), ("IR", "VIS"))
+
+
+def darken(vis: torch.Tensor, *, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Night-time augmentation of a batch of visible luminance crops (B, 1, H, W) in [0, 1].
+
+    With probability ``p`` per sample: ``s * vis ** gamma`` with gain ``s`` uniform in [0.05, 0.7]
+    and gamma uniform in [1, 2.2] (a dark, crushed visible image: mean luminance down to a few grey
+    levels); the other samples are returned unchanged.
+    """
+    b = vis.shape[0]
+    u = torch.rand(b, 3, 1, 1, generator=generator).to(vis)
+    gain = 0.05 + 0.65 * u[:, 1:2]
+    gamma = 1.0 + 1.2 * u[:, 2:3]
+    dark = gain * vis.clamp_min(0) ** gamma
+    return torch.where(u[:, 0:1] < p, dark, vis)
+
+
+def intensity_gradient_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, intensity: float = 1.0,
+                            gradient: float = 2.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """``intensity * |F - max(a, b)| + gradient * | |grad F| - max(|grad a|, |grad b|) |`` (means; Sobel
+    magnitudes as :func:`fusecli.losses.sobel_gradient`), the IVF loss of EFRUFN without its SSIM and
+    contrast terms. All (B, 1, H, W) in [0, 1]; logs both terms unweighted."""
+    from ..losses import sobel_gradient
+    l_int = torch.mean(torch.abs(fused - torch.maximum(a, b)))
+    l_grad = torch.mean(torch.abs(sobel_gradient(fused) - torch.maximum(sobel_gradient(a), sobel_gradient(b))))
+    return intensity * l_int + gradient * l_grad, {"intensity": l_int.item(), "gradient": l_grad.item()}
+
+
+def _auif_fusion_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, step: int, intensity: float,
+                      gradient: float, dark_p: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Darken some visible crops (:func:`darken`), fuse, :func:`intensity_gradient_loss` to the
+    (darkened) sources."""
+    ir, vis = batch
+    vis = darken(vis, p=dark_p)
+    return intensity_gradient_loss(model(ir, vis), ir, vis, intensity=intensity, gradient=gradient)
+
+
+def _auif_fusion_warm_start(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    from ..models.auif_fusion import warm_start_from_auif
+    return warm_start_from_auif(model, state)
+
+
+RECIPES["auif-fusion"] = Recipe(
+    model="auif-fusion",
+    description="fusion network on aligned 128x128 ir/vis luminance crops (same crop and flip on both sides), "
+                "visible crops darkened with probability dark_p (gain 0.05-0.7, gamma 1-2.2); loss "
+                "intensity * L1(F, max(ir, vis)) + gradient * L1(|Sobel F|, max(|Sobel ir|, |Sobel vis|)); "
+                "encoders and decoder warm-started from an AUIF auto-encoder (--init, `fusecli train auif` on "
+                "the same split), BatchNorm statistics frozen; Adam lr 1e-3 for the fusion step, lr/10 for "
+                "encoders and decoder; lr x0.1 at 2/3 of the epochs (fusecli's recipe)",
+    loss=_auif_fusion_loss,
+    param_groups=lambda model, lr: [
+        {"params": list(model.fusion.parameters()), "lr": lr},
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("fusion.")], "lr": lr / 10},
+    ],
+    epochs=60, batch_size=8, crop=128, lr=1e-3, milestones=(40,), gamma=0.1,
+    paired=True,
+    layouts=IVF_LAYOUTS,
+    options={"intensity": 1.0, "gradient": 2.0, "dark_p": 0.5},
+    warm_start=_auif_fusion_warm_start,
+)
+
+
 def get_recipe(name: str) -> Recipe:
     recipe = RECIPES.get(name.lower())
     if recipe is None:
@@ -367,6 +439,26 @@ def checkpoint_fits(path: Path, scheduler: Any = None) -> Iterator[None]:
         scheduler.milestones = Counter(scheduler.milestones)
 
 
+def _warm_start(model: nn.Module, recipe: Recipe, path: Path) -> dict[str, Any]:
+    """Load ``--init`` (a checkpoint or a weights card) into ``model``; returns the card record.
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not fit.
+    """
+    from ..models._weights import load_state_dict, read_card
+    if path.suffix.lower() in (".yaml", ".yml"):
+        card = read_card(path)
+        state, info = card.load_state_dict(), f"{card.path} (sha256 {card.sha256[:12]})"
+    else:
+        state, info = load_state_dict(path)
+    if recipe.warm_start is not None:
+        fresh = recipe.warm_start(model, state)
+    else:
+        model.load_state_dict(state, strict=True)
+        fresh = []
+    return {"weights": info, "left_at_init": fresh}
+
+
 def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
     """Train ``config.model`` with its recipe; returns the path of the final safetensors file.
 
@@ -429,6 +521,9 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     steps = config.steps_per_epoch or max(1, samples // batch_size)
 
     model = create_model(config.model, weights=None, device=config.device, **config.model_config)
+    init_card: dict[str, Any] | None = None
+    if config.init is not None:
+        init_card = _warm_start(model, recipe, Path(config.init))
     model.train()
     optimizer = torch.optim.Adam(recipe.param_groups(model, lr))
     if recipe.scheduler is not None:
@@ -504,6 +599,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
             "epochs": epochs, "recipe_epochs": recipe.epochs, "batch_size": batch_size, "crop": crop, "lr": lr,
             "milestones": list(milestones), "schedule": schedule_card,  # copies: no YAML anchors
             **({"options": dict(options)} if options else {}),
+            **({"init": init_card} if init_card else {}),
             "steps_per_epoch": steps, "seed": config.seed, "device": config.device,
             "seconds": round(previous_seconds + time.time() - t0, 1),  # all runs of a resumed training
             "final_epoch": dict(history[-1]) if history else None,

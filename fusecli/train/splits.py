@@ -30,6 +30,14 @@ held out, giving 80 training scenes and these 20 held-out ones: Arno, Bathtub, C
 ICCV_03, ICCV_08, ICCV_13, Knossos6, Land, MadisonCapitol, Office, Set, TableLamp, Villa, Window2,
 buildingRoad, door2, hongkong_01, sculpture, uk_01. ``fusecli train cscfuse-mef`` trains on the 80;
 ``benchmarks/mef_baseline.py`` scores the 20.
+
+RoadScene infrared-visible set (``roadscene``)
+----------------------------------------------
+:func:`roadscene_split`: the same every-5th rule on the sorted stems, and in addition its night
+pairs (:data:`ROADSCENE_NIGHT`: visible mean luminance below 80/255, the rule of
+``benchmarks/night_pairs.txt``) are always held out, so that the night evaluation never sees a
+training scene. For the 221 pairs of ``../shared/datasets/roadscene`` this gives 174 train and 47
+held out. TNO is never trained on (it is the infrared-visible test set).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from typing import TypeVar
 from ..errors import ConfigError
 
 __all__ = ["HARVARD_DATASETS", "HELD_OUT_EVERY", "SPLIT_CHOICES", "harvard_split", "has_fixed_split",
-           "split_stems", "select_pairs", "MEFB_SCENES", "mefb_split"]
+           "split_stems", "select_pairs", "MEFB_SCENES", "mefb_split", "ROADSCENE_NIGHT", "roadscene_split"]
 
 #: every HELD_OUT_EVERY-th sorted stem (0-based positions 4, 9, 14, ...) is held out
 HELD_OUT_EVERY = 5
@@ -80,7 +88,7 @@ def harvard_split(stems: Iterable[str], *, every: int = HELD_OUT_EVERY) -> tuple
 
 def has_fixed_split(dataset: str | Path) -> bool:
     """Whether the dataset folder ``dataset`` (by its name) has a fixed split defined here."""
-    return Path(dataset).name.lower() in (*HARVARD_DATASETS, "mefb")
+    return Path(dataset).name.lower() in (*HARVARD_DATASETS, "mefb", "roadscene")
 
 
 def split_stems(dataset: str | Path, stems: Iterable[str], part: str) -> list[str]:
@@ -101,8 +109,10 @@ def split_stems(dataset: str | Path, stems: Iterable[str], part: str) -> list[st
         raise ConfigError(f"split part must be 'train' or 'test', got {part!r}")
     if not has_fixed_split(dataset):
         raise ConfigError(f"no fixed train/held-out split is defined for '{Path(dataset).name}' (defined for: "
-                          f"{', '.join(HARVARD_DATASETS)}, mefb); use --split all to train on all its pairs")
-    train, held_out = mefb_split(stems) if Path(dataset).name.lower() == "mefb" else harvard_split(stems)
+                          f"{', '.join(HARVARD_DATASETS)}, mefb, roadscene); use --split all to train on all its pairs")
+    name = Path(dataset).name.lower()
+    split = {"mefb": mefb_split, "roadscene": roadscene_split}.get(name, harvard_split)
+    train, held_out = split(stems)
     return train if part == "train" else held_out
 
 
@@ -164,3 +174,18 @@ def mefb_split(stems: Iterable[str] | None = None) -> tuple[list[str], list[str]
     held = set(harvard_split(MEFB_SCENES)[1])
     ordered = sorted(set(MEFB_SCENES if stems is None else stems))
     return [s for s in ordered if s not in held], [s for s in ordered if s in held]
+
+
+#: RoadScene's night pairs (visible mean luminance < 80/255; see benchmarks/night_pairs.txt)
+ROADSCENE_NIGHT: tuple[str, ...] = ("FLIR_06974", "FLIR_06995", "FLIR_07190")
+
+
+def roadscene_split(stems: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The fixed RoadScene split: ``(train, held_out)`` stems, each sorted.
+
+    Every 5th sorted stem (:func:`harvard_split`'s rule) plus the night pairs
+    :data:`ROADSCENE_NIGHT` are held out.
+    """
+    train, held = harvard_split(stems)
+    night = set(ROADSCENE_NIGHT)
+    return [s for s in train if s not in night], sorted(set(held) | (night & set(train)))

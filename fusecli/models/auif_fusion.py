@@ -1,0 +1,203 @@
+"""AUIF-Fusion: AUIF's unrolled encoders trained end to end as a fusion network (fusecli's ir-vis default).
+
+Why
+---
+AUIF (:mod:`fusecli.models.auif`) is trained as an auto-encoder and fuses at test time with a fixed
+rule: the Sum rule adds the two sources' encodings before the decoder's sigmoid, which amounts to
+``sigmoid(logit a + logit b + c)``. Two dark sources (a night scene: visible near black, infrared
+dim) then give an output darker than both. This model keeps AUIF's fast unrolled encoders and its
+decoder, replaces the fixed rule by a small learned fusion step, and trains the whole network on
+the source pairs with a fusion loss (``fusecli train auif-fusion``: intensity + gradient, with
+darkened visible images in the training distribution), so the rule is learned where the
+auto-encoder could not learn it.
+
+What is unrolled
+----------------
+Each source ``I`` is encoded by AUIF's two unrolled encoders (10 gradient steps each on
+``1/2 ||K x||^2 + theta/2 ||I - x||^2``; :class:`fusecli.models.auif.Stage`) into a base ``b`` and
+a detail ``d`` part. One fusion step, :class:`FusionStep`, looks at the four encodings and the two
+sources and returns per-pixel weights: the fused base is the convex combination
+``w b_ir + (1 - w) b_vis`` (``w`` in [0, 1]) and the fused detail the non-negative combination
+``g_ir d_ir + g_vis d_vis`` (``g`` >= 0, so detail can be kept or amplified, never inverted). AUIF's
+decoder (3x3 conv, BatchNorm, sigmoid) maps ``base + detail`` to the fused image in [0, 1]. The
+untrained fusion step (last layer zero) is the rule "average the bases, add the details".
+
+BatchNorm
+---------
+The encoders' and decoder's BatchNorm layers keep their running statistics in training too (they act
+as learned per-stage affine maps): the statistics come from the auto-encoder the network is
+warm-started from (``fusecli train auif`` on the same training split), and fine-tuning on a few
+hundred fusion crops must not re-estimate them.
+
+Tensor contract: ``model(ir, vis)`` with (B, 1, H, W) float32 tensors in [0, 1]; returns (B, 1, H, W)
+in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from .auif import Stage, normalized_laplacian
+from .layers import box_blur
+
+__all__ = ["AUIFFusionConfig", "FusionStep", "AUIFFusion", "convert_official", "warm_start_from_auif"]
+
+
+@dataclass(frozen=True)
+class AUIFFusionConfig:
+    """Hyper-parameters of AUIF-Fusion.
+
+    Attributes:
+        layers, filters, blur_size, laplacian_size, operator: AUIF's encoders (see
+            :class:`fusecli.models.auif.AUIFConfig`).
+        head_channels: channels of the fusion step's hidden layers.
+    """
+
+    layers: int = 10
+    filters: int = 64
+    blur_size: int = 11
+    laplacian_size: int = 19
+    operator: str = "composed"
+    head_channels: int = 16
+
+    def __post_init__(self) -> None:
+        if self.operator not in ("composed", "direct"):
+            raise ConfigError(f"auif-fusion operator must be 'composed' or 'direct', got {self.operator!r}")
+        if self.layers < 1 or self.filters < 1 or self.head_channels < 1:
+            raise ConfigError("auif-fusion needs at least one layer, filter and head channel")
+        if self.blur_size % 2 == 0 or self.laplacian_size % 2 == 0:
+            raise ConfigError("auif-fusion filter sizes must be odd")
+
+
+#: softplus(x) = 1 at x = log(e - 1): the untrained step adds the details with gain 1
+_UNIT_GAIN = math.log(math.e - 1)
+
+
+class FusionStep(nn.Module):
+    """The learned fusion rule: per-pixel weights from the encodings and the sources.
+
+    Input: the six (B, 1, H, W) maps ``b_ir, b_vis, d_ir, d_vis, ir, vis``. Three 3x3 convolutions
+    (reflect border; the middle one dilated by 2; PReLU between) give three maps: the base weight
+    ``w = sigmoid(.)`` and the detail gains ``g = softplus(.)``. Radius of context: 4 pixels.
+    """
+
+    radius = 4
+
+    def __init__(self, channels: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(6, channels, 3), nn.PReLU(channels),
+            nn.ReflectionPad2d(2), nn.Conv2d(channels, channels, 3, dilation=2), nn.PReLU(channels),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, 3, 3),
+        )
+        last = self.net[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            last.bias.copy_(torch.tensor([0.0, _UNIT_GAIN, _UNIT_GAIN]))
+
+    def forward(self, b_ir: torch.Tensor, b_vis: torch.Tensor, d_ir: torch.Tensor, d_vis: torch.Tensor,
+                ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused (base, detail), each (B, 1, H, W)."""
+        h = self.net(torch.cat([b_ir, b_vis, d_ir, d_vis, ir, vis], dim=1))
+        w = torch.sigmoid(h[:, 0:1])
+        g = F.softplus(h[:, 1:3])
+        return w * b_ir + (1 - w) * b_vis, g[:, 0:1] * d_ir + g[:, 1:2] * d_vis
+
+
+class AUIFFusion(nn.Module):
+    """AUIF's unrolled encoders and decoder with a learned fusion step, trained as a fusion network.
+
+    ``forward(ir, vis)``: two (B, 1, H, W) float32 tensors in [0, 1] -> fused (B, 1, H, W) in [0, 1].
+    """
+
+    inputs = ("ir", "vis")
+    pad_multiple = 1
+
+    def __init__(self, config: AUIFFusionConfig | None = None):
+        super().__init__()
+        self.config = config or AUIFFusionConfig()
+        c = self.config
+        self.base = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
+        self.detail = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
+        self.fusion = FusionStep(c.head_channels)
+        self.decoder = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
+        )
+        #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
+        self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
+
+    @property
+    def receptive_radius(self) -> int:
+        """Pixels of context one output pixel depends on (for exact tiling)."""
+        c = self.config
+        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + 1 + FusionStep.radius
+
+    def train(self, mode: bool = True) -> AUIFFusion:
+        """Train mode everywhere except BatchNorm, which keeps its running statistics (module docstring)."""
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base and detail encodings of ``img`` (B, 1, H, W); each (B, 1, H, W). As AUIF's."""
+        base = box_blur(img, self.config.blur_size)
+        for stage in self.base:
+            base = stage(base, img)
+        detail = normalized_laplacian(img, self.config.laplacian_size)
+        for stage in self.detail:
+            detail = stage(detail, img)
+        return base, detail
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        b = ir.shape[0]
+        base, detail = self.encode(torch.cat([ir, vis], dim=0))  # both sources in one batch
+        fused_base, fused_detail = self.fusion(base[:b], base[b:], detail[:b], detail[b:], ir, vis)
+        return self.decoder(fused_base + fused_detail)
+
+
+def warm_start_from_auif(model: AUIFFusion, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load an AUIF auto-encoder's encoders and decoder (fusecli's or the official key layout) into
+    ``model``; the fusion step keeps its initial state.
+
+    Returns:
+        The keys left at their initial values (the fusion step's).
+
+    Raises:
+        CheckpointError: ``state`` is not an AUIF state dict or does not fit the encoders.
+    """
+    from .auif import convert_official as auif_keys
+    own = model.state_dict()
+    try:
+        mapped = auif_keys(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"warm start: {exc}") from None
+    missing = sorted(k for k in own if not k.startswith("fusion.") and k not in mapped)
+    wrong = sorted(k for k in mapped if k in own and own[k].shape != mapped[k].shape)
+    if missing or wrong or any(k not in own for k in mapped):
+        raise CheckpointError(f"warm start: not an AUIF auto-encoder of this size (missing {missing[:3]}, "
+                              f"wrong shape {wrong[:3]})")
+    model.load_state_dict(mapped, strict=False)
+    return sorted(k for k in own if k.startswith("fusion."))
+
+
+def convert_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The identity on fusecli's own AUIF-Fusion keys (the model is fusecli's: no official layout).
+
+    Raises:
+        CheckpointError: a key of another model (for an official AUIF checkpoint use ``--model auif``).
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError("an auif-fusion checkpoint must be a state dict (a mapping of names to tensors)")
+    foreign = sorted(k for k in state if k.split(".")[0] not in ("base", "detail", "fusion", "decoder"))
+    if foreign:
+        raise CheckpointError(f"key {foreign[0]!r} is not an auif-fusion key; an official AUIF checkpoint "
+                              "loads with --model auif")
+    return dict(state)

@@ -1,0 +1,171 @@
+"""The classical fusion rules, as models with no weights: ``average``, ``max`` and ``laplacian``.
+
+They are the floor every learned model must beat, so they are registered like the networks:
+``fusecli fuse -m laplacian``, ``fusecli batch -m max``, and every comparison table can list them.
+They fuse luminance like every model; colour goes through the one colour path
+(:func:`fusecli.inference.fuse_images`).
+
+* ``average``: ``F = (A + B) / 2`` per pixel.
+* ``max``: ``F = max(A, B)`` per pixel.
+* ``laplacian``: Burt & Adelson's Laplacian pyramid fusion (Burt & Adelson, "The Laplacian pyramid
+  as a compact image code", IEEE Trans. Commun. 1983; the fusion rule of Burt & Kolczynski, ICCV
+  1993, without their match measure). Each source is split into ``levels`` band-pass images
+  ``L_i = G_i - expand(G_{i+1})`` and a low-pass residual ``G_levels`` (``G_0`` the image,
+  ``G_{i+1} = reduce(G_i)``: the 5-tap binomial filter [1, 4, 6, 4, 1] / 16 with reflect border, then
+  every second row and column). The fused pyramid takes the **average of the coarsest level** and,
+  at every band-pass level and pixel, the coefficient of **larger magnitude**; collapsing it gives
+  the fused image. Default 4 band-pass levels; an image too small for them (the coarsest level
+  must keep at least 8 pixels per side) uses as many as fit.
+
+Tensor contract: ``model(a, b)`` with (B, 1, H, W) float32 tensors in [0, 1]; returns (B, 1, H, W)
+in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+
+__all__ = ["ClassicalConfig", "LaplacianConfig", "AverageFusion", "MaxFusion", "LaplacianFusion",
+           "laplacian_pyramid", "collapse_pyramid", "convert_official"]
+
+#: the binomial filter of Burt & Adelson's pyramid (a = 0.375), separable
+_BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """The per-pixel rules have no parameters."""
+
+
+@dataclass(frozen=True)
+class LaplacianConfig:
+    """Laplacian-pyramid fusion.
+
+    Attributes:
+        levels: band-pass levels (4: detail at 1/1, 1/2, 1/4, 1/8 scale, the average at 1/16).
+            Fewer are used when the image is too small (coarsest level >= 8 pixels per side).
+    """
+
+    levels: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.levels <= 12:
+            raise ConfigError(f"laplacian levels must be 1..12, got {self.levels}")
+
+
+class _Classical(nn.Module):
+    """Shared plumbing: two luminance sources, no weights.
+
+    A frozen, never-trained ``nn.Parameter`` holds the binomial filter, so code that finds a
+    model's device from its parameters works unchanged (as ``derun-admm``).
+    """
+
+    inputs = ("ir", "vis")
+    pad_multiple = 1
+    min_size = 1
+    receptive_radius: int | None = 0
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config if config is not None else ClassicalConfig()
+        self.kernel = nn.Parameter(torch.tensor(_BINOMIAL), requires_grad=False)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AverageFusion(_Classical):
+    """``F = (A + B) / 2``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a + b) / 2
+
+
+class MaxFusion(_Classical):
+    """``F = max(A, B)``."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(a, b)
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable 5-tap blur with reflect border. x: (B, C, H, W), H, W >= 3."""
+    c = x.shape[1]
+    k = kernel.to(x.dtype)
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    return F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+
+
+def _reduce(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    return _blur(x, kernel)[..., ::2, ::2]
+
+
+def _expand(x: torch.Tensor, size: tuple[int, int], kernel: torch.Tensor) -> torch.Tensor:
+    """Upsample by 2 (zeros between samples, blur, x4) and crop to ``size``."""
+    b, c, h, w = x.shape
+    up = x.new_zeros(b, c, 2 * h, 2 * w)
+    up[..., ::2, ::2] = x
+    return 4 * _blur(up, kernel)[..., :size[0], :size[1]]
+
+
+def usable_levels(height: int, width: int, levels: int) -> int:
+    """Band-pass levels that fit: the coarsest level keeps >= 8 pixels per side (at least 0)."""
+    n, side = 0, min(height, width)
+    while n < levels and (side + 1) // 2 >= 8:
+        side = (side + 1) // 2
+        n += 1
+    return n
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int, kernel: torch.Tensor) -> list[torch.Tensor]:
+    """``[L_0, ..., L_{levels-1}, G_levels]`` of (B, C, H, W) ``x``."""
+    pyramid, g = [], x
+    for _ in range(levels):
+        smaller = _reduce(g, kernel)
+        pyramid.append(g - _expand(smaller, g.shape[-2:], kernel))
+        g = smaller
+    return pyramid + [g]
+
+
+def collapse_pyramid(pyramid: list[torch.Tensor], kernel: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`laplacian_pyramid` (exact up to float rounding)."""
+    g = pyramid[-1]
+    for band in reversed(pyramid[:-1]):
+        g = band + _expand(g, band.shape[-2:], kernel)
+    return g
+
+
+class LaplacianFusion(_Classical):
+    """Laplacian-pyramid fusion: average of the coarsest level, larger-magnitude band-pass coefficient."""
+
+    min_size = 3
+    #: the number of levels, and so the context of a pixel, depends on the image size: tiles get
+    #: the tiler's overlap as context (close to, not exactly, the untiled result)
+    receptive_radius = None
+
+    def __init__(self, config: LaplacianConfig | None = None):
+        super().__init__(config or LaplacianConfig())
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        levels = usable_levels(a.shape[-2], a.shape[-1], self.config.levels)
+        both = laplacian_pyramid(torch.cat([a, b], dim=0), levels, self.kernel)
+        n = a.shape[0]
+        fused = [torch.where(p[:n].abs() >= p[n:].abs(), p[:n], p[n:]) for p in both[:-1]]
+        fused.append((both[-1][:n] + both[-1][n:]) / 2)
+        return collapse_pyramid(fused, self.kernel).clamp(0, 1)
+
+
+def convert_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The classical rules have no weights: any checkpoint is refused.
+
+    Raises:
+        CheckpointError: always.
+    """
+    raise CheckpointError("the classical rules (average, max, laplacian) have no weights: leave out --checkpoint")
