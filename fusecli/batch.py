@@ -41,6 +41,7 @@ from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
 from .inference import fuse_images, prepare_16bit, resolve_device
 from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
+from .locking import hold_output_lock, releases_output_locks
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
 
 __all__ = ["PairRecord", "BatchResult", "run_batch", "merge_manifests", "parse_devices", "manifest_name",
@@ -302,6 +303,7 @@ def _remove_stale_temporaries(out_dir: Path, outputs: set[str]) -> int:
 ProgressFn = Callable[[int, int, "PairRecord | None"], None]
 
 
+@releases_output_locks
 def run_batch(
     dataset: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -365,6 +367,8 @@ def run_batch(
     Raises:
         ConfigError, DeviceError, CheckpointError, UnknownNameError: bad options, dataset or
             output folder (nothing is fused). Per-pair problems are recorded, not raised.
+        ImageWriteError: another run into ``output`` (the same shard, or an unsharded run) is going
+            on: it holds the folder's lock (see :mod:`fusecli.locking`); nothing is written.
     """
     start = time.perf_counter()
     dataset, out_dir = Path(dataset), Path(output)
@@ -421,6 +425,8 @@ def run_batch(
     def in_shard(stem: str) -> bool:
         return shard_spec is None or shard_of(stem, shard_spec[1]) == shard_spec[0]
 
+    # one run per output folder (per shard) at a time: from here on, until the run ends
+    hold_output_lock(out_dir, shard_spec)
     records: dict[str, PairRecord] = {}
     todo: deque[tuple[Pair, PairRecord, Path]] = deque()
     for pair in scan.pairs:
@@ -447,7 +453,6 @@ def run_batch(
                 record.inputs.append(rel(path))
 
     # the manifest: refuse to mix outputs made with other settings, keep the records of earlier runs
-    out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / manifest_name(shard_spec)
     options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
                "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],

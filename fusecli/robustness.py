@@ -44,6 +44,7 @@ from .degrade.levels import MAX_LEVEL, level_params
 from .errors import ConfigError, ImageWriteError, ShapeError
 from .inference import fuse_images, prepare_16bit
 from .io import quantize, read_image, write_text_atomic
+from .locking import hold_output_lock, releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
 from .pairs import Pair, scan_pairs
 
@@ -212,6 +213,7 @@ def _to_json_value(v: float | None) -> float | None:
     return None if v is None or math.isnan(v) else v
 
 
+@releases_output_locks
 def run_robustness(
     dataset: str | os.PathLike[str],
     models: Sequence[str] | Mapping[str, nn.Module],
@@ -265,6 +267,8 @@ def run_robustness(
 
     Raises:
         ConfigError, UnknownNameError, CheckpointError, ImageReadError, ShapeError, DeviceError.
+        ImageWriteError: ``output`` is (part of) the dataset, or another run into it is going on
+            (it holds the folder's lock, see :mod:`fusecli.locking`; nothing is written).
     """
     start = time.perf_counter()
     sweeps = parse_sweeps(kinds)
@@ -342,6 +346,7 @@ def run_robustness(
         kind = "+".join(sweep) if sweep else "clean"
         return cells_dir / f"{_safe(label)}__{_safe(kind)}__L{lv}.json"
 
+    hold_output_lock(out_dir, command="robustness")  # one run per report folder: from here until the end
     states = []
     todo = 0
     result = RobustnessResult(csv=out_dir / "robustness.csv", metrics=metric_names, skipped_metrics=skipped,
