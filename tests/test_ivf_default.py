@@ -170,7 +170,7 @@ def test_cli_trains_auif_fusion_from_an_auto_encoder(tmp_path):
     assert result.exit_code == 0, result.output
     card = yaml.safe_load((out / "auif-fusion.yaml").read_text())
     assert card["training"]["init"]["weights"].startswith(str(find_card("auif.roadscene").path))
-    assert card["training"]["options"] == {"intensity": 1.0, "gradient": 2.0, "dark_p": 0.5}
+    assert card["training"]["options"] == {"intensity": 1.0, "gradient": 4.0, "dark_p": 0.5}
     model = create_model("auif-fusion", checkpoint=out / "auif-fusion.yaml")
     trained = model.state_dict()
     assert not torch.equal(trained["fusion.net.7.weight"], torch.zeros_like(trained["fusion.net.7.weight"]))

@@ -315,7 +315,7 @@ def darken(vis: torch.Tensor, *, p: float, generator: torch.Generator | None = N
 
 
 def intensity_gradient_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *, intensity: float = 1.0,
-                            gradient: float = 2.0) -> tuple[torch.Tensor, dict[str, float]]:
+                            gradient: float = 4.0) -> tuple[torch.Tensor, dict[str, float]]:
     """``intensity * |F - max(a, b)| + gradient * | |grad F| - max(|grad a|, |grad b|) |`` (means; Sobel
     magnitudes as :func:`fusecli.losses.sobel_gradient`), the IVF loss of EFRUFN without its SSIM and
     contrast terms. All (B, 1, H, W) in [0, 1]; logs both terms unweighted."""
@@ -355,7 +355,7 @@ RECIPES["auif-fusion"] = Recipe(
     epochs=60, batch_size=8, crop=128, lr=1e-3, milestones=(40,), gamma=0.1,
     paired=True,
     layouts=IVF_LAYOUTS,
-    options={"intensity": 1.0, "gradient": 2.0, "dark_p": 0.5},
+    options={"intensity": 1.0, "gradient": 4.0, "dark_p": 0.5},
     warm_start=_auif_fusion_warm_start,
 )
 
@@ -459,6 +459,15 @@ def _warm_start(model: nn.Module, recipe: Recipe, path: Path) -> dict[str, Any]:
     return {"weights": info, "left_at_init": fresh}
 
 
+def _check_run_folder(out: Path) -> None:
+    """Refuse a run folder that cannot be created because it, or a parent, is a file (before any work)."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"--out '{out}': '{folder}' is a file, not a folder; choose another --out")
+            return
+
+
 def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> Path:
     """Train ``config.model`` with its recipe; returns the path of the final safetensors file.
 
@@ -483,7 +492,7 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
     lr = config.lr or recipe.lr
     options = _resolve_options(recipe, config.options)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_run_folder(out)
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -549,6 +558,10 @@ def train(config: TrainConfig, *, progress: Callable[[int, int, dict[str, float]
         if isinstance(scheduler, torch.optim.lr_scheduler.MultiStepLR):  # the resumed run's own decay epochs
             milestones = schedule_card["decay_epochs"] = sorted(scheduler.milestones.elements())
 
+    try:  # created only now: a mistake found above leaves nothing behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder '{out}': {exc.strerror or exc}; choose another --out") from exc
     t0 = time.time()
     for epoch in range(start_epoch, epochs):
         sums: dict[str, float] = {}
