@@ -39,7 +39,7 @@ from torch import nn
 
 from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
-from .inference import fuse_images, prepare_16bit, resolve_device
+from .inference import check_tiling, fuse_images, prepare_16bit, resolve_device
 from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
 from .locking import hold_output_lock, releases_output_locks
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
@@ -381,6 +381,7 @@ def run_batch(
         raise ConfigError(f"--ext {ext[1:]} stores 8-bit images only; use --ext png or tif for --bit-depth 16")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    check_tiling(tile, overlap)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")

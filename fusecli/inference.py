@@ -23,7 +23,7 @@ from .io import ImageInfo, read_cube, read_image, write_cube, write_image
 from .tiling import pad_to_multiple, tiled
 
 __all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "fuse_cube_files", "stretch",
-           "FuseResult", "check_source_count", "prepare_16bit", "AUTO_STRETCH_SPAN"]
+           "FuseResult", "check_source_count", "check_tiling", "prepare_16bit", "AUTO_STRETCH_SPAN"]
 
 #: A 16-bit source whose values (0.5 % to 99.5 % quantiles) span less than this share of 0..65535 is
 #: stretched by default (:func:`prepare_16bit`): raw 12/14-bit sensor counts, which look black.
@@ -70,6 +70,15 @@ def check_source_count(model: nn.Module, count: int) -> None:
         if low == high:
             raise ShapeError(f"this model fuses {low} images ({', '.join(roles)}), got {count}")
         raise ShapeError(f"this model fuses {low} to {high} images, got {count}")
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """Raise ConfigError for a negative ``--tile`` or ``--overlap`` (checked before any work; whether
+    the tile is larger than the overlap and the model's minimum depends on the model)."""
+    if tile < 0:
+        raise ConfigError(f"--tile must be 0 (the whole image) or a tile side in pixels, got {tile}")
+    if overlap < 0:
+        raise ConfigError(f"--overlap must be 0 or more pixels, got {overlap}")
 
 
 @contextmanager
@@ -300,6 +309,7 @@ def fuse_files(
     """
     if bit_depth not in (8, 16):
         raise ConfigError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    check_tiling(tile, overlap)
     if not inputs:
         raise ImageReadError("no input images given")
     check_source_count(model, len(inputs))

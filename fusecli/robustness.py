@@ -42,7 +42,7 @@ from .degrade import degrade as _degrade
 from .degrade.apply import _depth_files, _read_depth
 from .degrade.levels import MAX_LEVEL, level_params
 from .errors import ConfigError, ImageWriteError, ShapeError
-from .inference import fuse_images, prepare_16bit
+from .inference import check_tiling, fuse_images, prepare_16bit
 from .io import quantize, read_image, write_text_atomic
 from .locking import hold_output_lock, releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
@@ -277,6 +277,7 @@ def run_robustness(
     image_rng(seed, "")  # validates the seed
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
+    check_tiling(tile, 0)
     depth_spec = resolve_depth(depth)
 
     scan = scan_pairs(dataset, roles)

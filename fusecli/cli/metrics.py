@@ -119,7 +119,7 @@ def metrics(
             values = evaluate_files(dirs[0], [ir, vis], names, convention, allow_16bit=allow_16bit, device=device,
                                     max_pixels=max_pixels)
             reports = [MethodReport(dirs[0].name, str(dirs[0]), convention.lower(), names,
-                                    [ImageResult(dirs[0].stem, values)])]
+                                    [ImageResult(dirs[0].stem, values)], inputs=[str(dirs[0]), str(ir), str(vis)])]
         else:
             if sources is None:
                 raise ConfigError("pass the dataset folder with --sources DATASET_DIR (or --ir/--vis for one image)")

@@ -86,14 +86,14 @@ def train(
                              batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
                              seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
                              options=parse_options(option or ()), init=None if init is None else str(init))
-        err.print(f"training {model}: {recipe.description}", highlight=False)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
         bar = Progress(*columns, console=err)  # shown from the first step: an early error stays one line
         tasks: list = []
 
         def progress(step: int, total: int, logs: dict[str, float]) -> None:
-            if not tasks:
+            if not tasks:  # the run has started: a mistake found before it stays one line
+                err.print(f"training {model}: {recipe.description}", highlight=False)
                 bar.start()
                 tasks.append(bar.add_task("train", total=total, logs=""))
             text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())

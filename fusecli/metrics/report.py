@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError, ImageWriteError, ShapeError
 from ..inference import resolve_device
-from ..io import list_images, read_image, write_text_atomic
+from ..io import _same_file, list_images, read_image, write_text_atomic
 from . import evaluate, get_metric, list_metrics
 from ._checks import DEFAULT_CONVENTION, MetricWarning, check_convention
 
@@ -131,7 +131,8 @@ class ImageResult:
 
 @dataclass
 class MethodReport:
-    """The per-image values of one fused folder (one method), and what could not be paired."""
+    """The per-image values of one fused folder (one method), what could not be paired, and the image
+    files it read (``inputs``: :func:`write_csv` and :func:`write_json` never write onto one)."""
 
     name: str
     fused_dir: str
@@ -139,6 +140,7 @@ class MethodReport:
     metrics: list[str]
     rows: list[ImageResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
 
     def column(self, metric: str) -> np.ndarray:
         return np.array([r.values[metric] for r in self.rows], dtype=np.float64)
@@ -233,6 +235,8 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
     by_stem: dict[str, list[Path]] = {}
     for p in list_images(fused_dir):
         by_stem.setdefault(p.stem, []).append(p)
+        report.inputs.append(str(p))
+    report.inputs += [str(p) for pr in scan.pairs for p in pr.paths]
     jobs = []
     pair_stems = {pr.stem for pr in scan.pairs}
     for pr in scan.pairs:
@@ -287,8 +291,10 @@ def evaluate_folder(fused_dir: str | os.PathLike[str], dataset: str | os.PathLik
 # ------------------------------------------------------------------ output files
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, reports: Sequence[MethodReport] = ()) -> None:
     path = Path(path)
+    if any(_same_file(path, Path(p)) for r in reports for p in r.inputs):
+        raise ImageWriteError(f"refusing to write '{path}': it is one of the input images; choose another file name")
     if path.is_dir():
         raise ImageWriteError(f"cannot write '{path}': it is a folder; pass a file name")
     if not path.parent.exists():
@@ -326,7 +332,7 @@ def write_json(reports: Sequence[MethodReport], path: str | os.PathLike[str]) ->
             for r in reports
         ],
     }
-    _atomic_write(Path(path), json.dumps(doc, indent=2) + "\n")
+    _atomic_write(Path(path), json.dumps(doc, indent=2) + "\n", reports)
 
 
 def write_csv(reports: Sequence[MethodReport], path: str | os.PathLike[str]) -> None:
@@ -342,4 +348,4 @@ def write_csv(reports: Sequence[MethodReport], path: str | os.PathLike[str]) -> 
         mean, std = r.mean(), r.std()
         w.writerow([r.name, "mean", r.convention, __version__, *(repr(mean[m]) for m in r.metrics)])
         w.writerow([r.name, "std", r.convention, __version__, *(repr(std[m]) for m in r.metrics)])
-    _atomic_write(Path(path), buf.getvalue())
+    _atomic_write(Path(path), buf.getvalue(), reports)

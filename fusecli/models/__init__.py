@@ -134,8 +134,9 @@ def create_model(
             raise CheckpointError(f"model {entry.name!r} ships no default weights; pass --checkpoint")
         if card_name is not None:
             card = find_card(card_name)
-            if card.model != entry.name:
-                raise CheckpointError(f"weights card {card.name!r} is for model {card.model!r}, not {entry.name!r}")
+    if card is not None and card.model != entry.name:  # a card given by name or as --checkpoint CARD.yaml
+        raise CheckpointError(f"weights card {card.name!r} ({card.path}) is for model {card.model!r}, "
+                              f"not {entry.name!r}")
     config = build_config(entry, card.config if card else None, **config_overrides)
     model = entry.cls(config)
     if checkpoint is not None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,19 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: our error says it in one line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights only load failed" not in text.lower():  # not a pickle at all
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {' '.join(text.split())}") from exc
+        # torch's message advises loading the file with weights_only=False, i.e. trusting it: say why not
+        after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+        detail = f" ({after[0].strip()})" if after and after[0].strip() and "error:" in text else ""
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: torch's weights-only loader refused "
+                              f"it{detail}; fusecli loads only tensors, numbers, strings and containers (unpickling "
+                              "anything else could run code): use a safetensors file or a plain state dict") from exc
     except Exception as exc:  # pickle, zip and unpickler errors all mean "not a checkpoint we can read"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first}") from exc
