@@ -13,7 +13,7 @@ from fusecli import create_model, fuse_images, read_image
 from fusecli.cli import app
 from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import CheckpointError
-from fusecli.models.auif_fusion import AUIFFusion, warm_start_from_auif
+from fusecli.models.auif_fusion import AUIFFusion, AUIFFusionConfig, warm_start_from_auif
 from fusecli.models.classical import _BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
 from fusecli.models._weights import find_card
 from fusecli.train import darken, intensity_gradient_loss
@@ -86,15 +86,33 @@ def test_laplacian_from_the_cli_keeps_the_visible_colour(tmp_path):
 
 # --- auif-fusion ----------------------------------------------------------------------------------
 
-def test_untrained_fusion_step_averages_bases_and_adds_details():
-    torch.manual_seed(0)
+def test_untrained_network_is_the_per_pixel_average():
+    """The default output ("sources"): the untrained fusion step is the classical average rule."""
     model = AUIFFusion().eval()
+    warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
+    ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
+    with torch.no_grad():
+        assert torch.allclose(model(ir, vis), (ir + vis) / 2, atol=1e-6)
+    assert not hasattr(model, "decoder")  # the sources are fused directly
+
+
+def test_untrained_decoder_variant_averages_bases_and_adds_details():
+    model = AUIFFusion(AUIFFusionConfig(output="decoder")).eval()
     warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
     ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
     with torch.no_grad():
         base, detail = model.encode(torch.cat([ir, vis]))
         expect = model.decoder((base[:1] + base[1:]) / 2 + detail[:1] + detail[1:])
         assert torch.allclose(model(ir, vis), expect, atol=1e-5)
+
+
+def test_where_the_step_chooses_one_source_its_pixels_pass_unchanged():
+    model = AUIFFusion().eval()
+    with torch.no_grad():
+        model.fusion.net[-1].bias.copy_(torch.tensor([30.0, 0.0, 0.0]))  # w = 1, no detail: the ir image
+    ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
+    with torch.no_grad():
+        assert torch.allclose(model(ir, vis), ir, atol=1e-6)
 
 
 def test_warm_start_takes_the_auto_encoder_and_leaves_only_the_fusion_step():
@@ -108,13 +126,17 @@ def test_warm_start_takes_the_auto_encoder_and_leaves_only_the_fusion_step():
 
 
 def test_training_mode_keeps_batchnorm_statistics():
-    model = AUIFFusion().train()
+    model = AUIFFusion(AUIFFusionConfig(output="decoder")).train()
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert bns and all(not m.training for m in bns)
     assert model.fusion.training
     before = bns[0].running_mean.clone()
     model(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)).mean().backward()
     assert torch.equal(bns[0].running_mean, before)
+    # every trainable parameter of the default model gets a gradient (no unused decoder)
+    default = AUIFFusion().train()
+    default(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)).mean().backward()
+    assert all(p.grad is not None for p in default.parameters() if p.requires_grad)
 
 
 def test_auif_fusion_tiles_exactly_within_its_receptive_radius():
@@ -123,6 +145,7 @@ def test_auif_fusion_tiles_exactly_within_its_receptive_radius():
     warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
     with torch.no_grad():
         model.fusion.net[-1].weight.normal_(0, 0.1)  # a non-trivial fusion step
+        model.fusion.net[-1].bias.copy_(torch.tensor([0.3, 0.5, 0.5]))
     ir, vis = torch.rand(1, 1, 150, 170), torch.rand(1, 1, 150, 170)
     from fusecli.inference import fuse_tensors
     whole = fuse_tensors(model, [ir, vis])

@@ -57,6 +57,10 @@ class AUIFFusionConfig:
         layers, filters, blur_size, laplacian_size, operator: AUIF's encoders (see
             :class:`fusecli.models.auif.AUIFConfig`).
         head_channels: channels of the fusion step's hidden layers.
+        output: ``"sources"`` (default): the fused image is ``w ir + (1 - w) vis`` plus the two
+            detail encodings with learned per-pixel gains (no decoder: source pixels pass through
+            unchanged where one source is chosen); ``"decoder"``: AUIF's decoder maps the fused base
+            plus fused detail encodings to the image.
     """
 
     layers: int = 10
@@ -65,8 +69,11 @@ class AUIFFusionConfig:
     laplacian_size: int = 19
     operator: str = "composed"
     head_channels: int = 16
+    output: str = "sources"
 
     def __post_init__(self) -> None:
+        if self.output not in ("sources", "decoder"):
+            raise ConfigError(f"auif-fusion output must be 'sources' or 'decoder', got {self.output!r}")
         if self.operator not in ("composed", "direct"):
             raise ConfigError(f"auif-fusion operator must be 'composed' or 'direct', got {self.operator!r}")
         if self.layers < 1 or self.filters < 1 or self.head_channels < 1:
@@ -83,14 +90,22 @@ class FusionStep(nn.Module):
     """The learned fusion rule: per-pixel weights from the encodings and the sources.
 
     Input: the six (B, 1, H, W) maps ``b_ir, b_vis, d_ir, d_vis, ir, vis``. Three 3x3 convolutions
-    (reflect border; the middle one dilated by 2; PReLU between) give three maps: the base weight
-    ``w = sigmoid(.)`` and the detail gains ``g = softplus(.)``. Radius of context: 4 pixels.
+    (reflect border; the middle one dilated by 2; PReLU between) give three maps: the weight
+    ``w = sigmoid(.)`` in [0, 1] and two detail gains ``g``. Radius of context: 4 pixels.
+
+    Args:
+        channels: hidden channels.
+        output: ``"sources"``: :meth:`forward` returns ``w ir + (1 - w) vis + g_ir d_ir + g_vis d_vis``
+            (gains unconstrained, 0 at the start: the untrained step is the per-pixel average);
+            ``"decoder"``: it returns the fused encodings ``(w b_ir + (1 - w) b_vis, g_ir d_ir + g_vis
+            d_vis)`` with gains ``softplus(.) >= 0``, 1 at the start (average the bases, add the details).
     """
 
     radius = 4
 
-    def __init__(self, channels: int = 16):
+    def __init__(self, channels: int = 16, output: str = "sources"):
         super().__init__()
+        self.output = output
         self.net = nn.Sequential(
             nn.ReflectionPad2d(1), nn.Conv2d(6, channels, 3), nn.PReLU(channels),
             nn.ReflectionPad2d(2), nn.Conv2d(channels, channels, 3, dilation=2), nn.PReLU(channels),
@@ -98,20 +113,23 @@ class FusionStep(nn.Module):
         )
         last = self.net[-1]
         nn.init.zeros_(last.weight)
+        gain = _UNIT_GAIN if output == "decoder" else 0.0
         with torch.no_grad():
-            last.bias.copy_(torch.tensor([0.0, _UNIT_GAIN, _UNIT_GAIN]))
+            last.bias.copy_(torch.tensor([0.0, gain, gain]))
 
     def forward(self, b_ir: torch.Tensor, b_vis: torch.Tensor, d_ir: torch.Tensor, d_vis: torch.Tensor,
-                ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused (base, detail), each (B, 1, H, W)."""
+                ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The fused image (``"sources"``), or the fused (base, detail) encodings (``"decoder"``)."""
         h = self.net(torch.cat([b_ir, b_vis, d_ir, d_vis, ir, vis], dim=1))
         w = torch.sigmoid(h[:, 0:1])
-        g = F.softplus(h[:, 1:3])
-        return w * b_ir + (1 - w) * b_vis, g[:, 0:1] * d_ir + g[:, 1:2] * d_vis
+        if self.output == "decoder":
+            g = F.softplus(h[:, 1:3])
+            return w * b_ir + (1 - w) * b_vis, g[:, 0:1] * d_ir + g[:, 1:2] * d_vis
+        return w * ir + (1 - w) * vis + h[:, 1:2] * d_ir + h[:, 2:3] * d_vis
 
 
 class AUIFFusion(nn.Module):
-    """AUIF's unrolled encoders and decoder with a learned fusion step, trained as a fusion network.
+    """AUIF's unrolled encoders with a learned fusion step, trained as a fusion network.
 
     ``forward(ir, vis)``: two (B, 1, H, W) float32 tensors in [0, 1] -> fused (B, 1, H, W) in [0, 1].
     """
@@ -125,10 +143,11 @@ class AUIFFusion(nn.Module):
         c = self.config
         self.base = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
         self.detail = nn.ModuleList(Stage(c.filters, c.operator) for _ in range(c.layers))
-        self.fusion = FusionStep(c.head_channels)
-        self.decoder = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
-        )
+        self.fusion = FusionStep(c.head_channels, c.output)
+        if c.output == "decoder":
+            self.decoder = nn.Sequential(
+                nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
+            )
         #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
         self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
 
@@ -159,8 +178,10 @@ class AUIFFusion(nn.Module):
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         b = ir.shape[0]
         base, detail = self.encode(torch.cat([ir, vis], dim=0))  # both sources in one batch
-        fused_base, fused_detail = self.fusion(base[:b], base[b:], detail[:b], detail[b:], ir, vis)
-        return self.decoder(fused_base + fused_detail)
+        fused = self.fusion(base[:b], base[b:], detail[:b], detail[b:], ir, vis)
+        if self.config.output == "decoder":
+            return self.decoder(fused[0] + fused[1])
+        return fused.clamp(0, 1)
 
 
 def warm_start_from_auif(model: AUIFFusion, state: dict[str, torch.Tensor]) -> list[str]:
@@ -179,6 +200,8 @@ def warm_start_from_auif(model: AUIFFusion, state: dict[str, torch.Tensor]) -> l
         mapped = auif_keys(state)
     except CheckpointError as exc:
         raise CheckpointError(f"warm start: {exc}") from None
+    if model.config.output != "decoder":  # the sources are fused directly: AUIF's decoder is not used
+        mapped = {k: v for k, v in mapped.items() if not k.startswith("decoder.")}
     missing = sorted(k for k in own if not k.startswith("fusion.") and k not in mapped)
     wrong = sorted(k for k in mapped if k in own and own[k].shape != mapped[k].shape)
     if missing or wrong or any(k not in own for k in mapped):

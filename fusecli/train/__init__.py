@@ -344,9 +344,9 @@ RECIPES["auif-fusion"] = Recipe(
     description="fusion network on aligned 128x128 ir/vis luminance crops (same crop and flip on both sides), "
                 "visible crops darkened with probability dark_p (gain 0.05-0.7, gamma 1-2.2); loss "
                 "intensity * L1(F, max(ir, vis)) + gradient * L1(|Sobel F|, max(|Sobel ir|, |Sobel vis|)); "
-                "encoders and decoder warm-started from an AUIF auto-encoder (--init, `fusecli train auif` on "
+                "encoders warm-started from an AUIF auto-encoder (--init, `fusecli train auif` on "
                 "the same split), BatchNorm statistics frozen; Adam lr 1e-3 for the fusion step, lr/10 for "
-                "encoders and decoder; lr x0.1 at 2/3 of the epochs (fusecli's recipe)",
+                "the encoders; lr x0.1 at 2/3 of the epochs (fusecli's recipe)",
     loss=_auif_fusion_loss,
     param_groups=lambda model, lr: [
         {"params": list(model.fusion.parameters()), "lr": lr},
