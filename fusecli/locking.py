@@ -74,7 +74,11 @@ def hold_output_lock(folder: str | os.PathLike[str], shard: tuple[int, int] | No
     if stack is None:
         raise RuntimeError("hold_output_lock() called outside a function decorated with @releases_output_locks")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a parent that is a regular file, or a read-only place
+        raise ImageWriteError(f"cannot create the output folder '{folder}': {exc.strerror or exc}; "
+                              "choose another output folder") from None
     what = f"'{folder}'"
     _take(stack, folder / LOCK_NAME, exclusive=shard is None, what=what, command=command)
     if shard is not None:

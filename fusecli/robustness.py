@@ -46,6 +46,7 @@ from .inference import check_tiling, fuse_images, prepare_16bit
 from .io import quantize, read_image, write_text_atomic
 from .locking import hold_output_lock, releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
+from .metrics._checks import check_convention
 from .pairs import Pair, scan_pairs
 
 __all__ = [
@@ -274,6 +275,7 @@ def run_robustness(
     sweeps = parse_sweeps(kinds)
     level_list = parse_levels(levels)
     metric_names, skipped = resolve_metrics(metrics)
+    convention = check_convention(convention)  # before anything is written
     image_rng(seed, "")  # validates the seed
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")

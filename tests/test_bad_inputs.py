@@ -226,9 +226,7 @@ CASES = [
     case("batch-out-is-role", "batch data -o data/ir", "role"),
     case("batch-out-is-role-dot", "batch data -o ./data/vis/", "role"),
     case("batch-out-is-role-absolute", "batch data -o {root}/data/ir", "role"),
-    # the folder lock (issue 13, item 5) creates the output folder: its NotADirectoryError is not yet one line
-    case("batch-out-under-file", "batch data -o a.png/out", "a.png", xfail="output-folder lock: mkdir under a file",
-         strict=False),
+    case("batch-out-under-file", "batch data -o a.png/out", "a.png"),
     case("batch-bad-ext", "batch data -o out --ext gif", "gif"),
     case("batch-jpeg-16bit", "batch data -o out --ext jpg --bit-depth 16", "8-bit"),
     case("batch-bit-depth-12", "batch data -o out --bit-depth 12", "8 or 16"),
@@ -317,14 +315,11 @@ CASES = [
     case("robustness-unknown-device", "robustness data -o rep -d banana", "unknown device"),
     case("robustness-out-is-dataset", "robustness data -o data", "dataset"),
     case("robustness-out-is-role", "robustness data -o ./data/ir", "dataset"),
-    case("robustness-out-under-file", "robustness data -o a.png/rep", "a.png",
-         xfail="output-folder lock (issue 13, item 5): mkdir under a file", strict=False),
+    case("robustness-out-under-file", "robustness data -o a.png/rep", "a.png"),
     case("robustness-ckpt-malicious", "robustness data -o rep -c evil.pth", "evil.pth"),
     case("robustness-ckpt-two-models-no-name", "robustness data -o rep -m auif,derun-admm -c evil.pth", "NAME=PATH"),
     case("robustness-seed-negative", "robustness data -o rep --seed -1", "seed"),
-    case("robustness-unknown-convention", "robustness data -o rep --convention octave", "octave",
-         xfail="output-folder lock (issue 13, item 5) writes rep/.fusecli.lock before the convention is checked",
-         strict=False),
+    case("robustness-unknown-convention", "robustness data -o rep --convention octave", "octave"),
     case("robustness-tile-negative", "robustness data -o rep --tile -5", "tile"),
 
     # ---- train
