@@ -51,17 +51,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
+from . import _csc_fast as _fast
 from .layers import DCU, SoftThreshold, box_blur, guided_filter
 
 __all__ = ["CSCIVFConfig", "SoftThreshold", "DCU", "Branch", "CSCIVF", "l1_attention", "histogram_saliency",
            "saliency_weights", "convert_official"]
 
 FUSION_RULES = ("saliency", "l1", "average", "add")
+PATHS = ("fast", "reference")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class CSCIVFConfig:
             ``Sum`` mode).
         guided_radius: radius of the guided filter that refines the saliency weights (45).
         guided_eps: its regularisation (0.01).
+        path: ``"fast"`` (inference on the CPU in eval mode without autograd runs the matrix form
+            of :mod:`fusecli.models._csc_fast`: BatchNorm folded, codes updated in place in cache-sized
+            blocks, sources side by side; one decoder pass) or ``"reference"`` (the module-by-module
+            computation everywhere, the test oracle). Training, autograd and other devices always
+            take the reference path.
     """
 
     channels: int = 64
@@ -87,10 +96,13 @@ class CSCIVFConfig:
     fusion: str = "saliency"
     guided_radius: int = 45
     guided_eps: float = 0.01
+    path: str = "fast"
 
     def __post_init__(self) -> None:
         if self.fusion not in FUSION_RULES:
             raise ConfigError(f"CSC-IVF fusion must be one of {', '.join(FUSION_RULES)}, got {self.fusion!r}")
+        if self.path not in PATHS:
+            raise ConfigError(f"CSC-IVF path must be one of {', '.join(PATHS)}, got {self.path!r}")
         if self.channels < 1 or self.units < 1:
             raise ConfigError("CSC-IVF needs at least one channel and one unit")
         if self.blur_size < 1 or self.blur_size % 2 == 0:
@@ -263,7 +275,16 @@ class CSCIVF(nn.Module):
         """Auto-encoder pass (the training objective): decode(encode(img)), (B, 1, H, W)."""
         return self.decode(*self.encode(img))
 
+    def uses_fast_path(self, x: torch.Tensor) -> bool:
+        """Whether ``forward`` takes the fast path for input ``x``: ``path="fast"``, eval mode, no
+        autograd, a float32 CPU tensor."""
+        return (self.config.path == "fast" and not self.training and not torch.is_grad_enabled()
+                and x.device.type == "cpu" and x.dtype == torch.float32)
+
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        if self.uses_fast_path(ir):
+            with _fast.task_threads():
+                return self._forward_fast(ir, vis)
         # Both sources through the encoders in one batch (BatchNorm is per-sample in eval mode).
         base, detail = self.encode(torch.cat([ir, vis], dim=0))
         b = ir.shape[0]
@@ -282,6 +303,165 @@ class CSCIVF(nn.Module):
         """Saliency-weighted fusion of (B, C, H, W) codes (:func:`saliency_weights`)."""
         w = saliency_weights(ir, vis, self.config.guided_radius, self.config.guided_eps)[0].to(ir.dtype)
         return w * ir + (1 - w) * vis
+
+    # --- the fast path (inference) ------------------------------------------------------------------
+
+    def _forward_fast(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """``forward`` at inference in matrix form (see ``path`` in :class:`CSCIVFConfig`).
+
+        Codes: base channels first (B2, C, H, W) for the saliency rule, detail channels last
+        (B2 H W, C) for the L1 rule (B2 = 2 B: the infrared images, then the visible ones). The
+        decoder is affine (reflect padding, convolutions, eval BatchNorm), so
+        ``dec(2 a) + dec(2 b) = dec(2 (a + b)) + dec(0)``: one decoder pass instead of two.
+        """
+        c = self.config
+        b, _, h, w = ir.shape
+        x = torch.cat([ir, vis]).contiguous()
+        blur = box_blur(x, c.blur_size)
+        base = x.new_empty(2 * b, c.channels, h, w)
+        detail = x.new_empty(2 * b * h * w, c.channels)
+        base_units = [_fast.fold_dcu(u) for u in self.base.units[1:]]
+        detail_units = [_fast.fold_dcu(u) for u in self.detail.units[1:]]
+        base_first, detail_first = (_fast.fold_first(br.units[0].enc.weight, br.units[0].act, br.units[0].norm)
+                                    for br in (self.base, self.detail))
+
+        def encode_one(i: int) -> None:  # base code through the detail slot as work space, then the detail code
+            rows = detail[i * h * w:(i + 1) * h * w]
+            _fast.run_chain(blur[i], x[i], base_first, base_units, out=rows, planar=base[i])
+            _fast.run_chain(x[i] - blur[i], x[i], detail_first, detail_units, out=rows)
+
+        _fast.run_parallel([lambda i=i: encode_one(i) for i in range(2 * b)])
+        fused_base = self._fuse_base_fast(base[:b], base[b:])  # in place in base[:b]
+        fused_detail = _l1_fuse_rows_(detail[:b * h * w], detail[b * h * w:], b, h, w) \
+            if c.fusion in ("saliency", "l1") else _plain_fuse_(detail[:b * h * w], detail[b * h * w:], c.fusion)
+        # z = 2 (fused base + fused detail), channels first
+        z = fused_base.add_(fused_detail.view(b, h, w, c.channels).permute(0, 3, 1, 2)).mul_(2)
+        return torch.sigmoid(self._decode_affine(z))
+
+    def _fuse_base_fast(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The base rule on (B, C, H, W) codes, written into ``ir``."""
+        rule = self.config.fusion
+        if rule == "saliency" and hasattr(cv2, "ximgproc"):
+            radius, eps = self.config.guided_radius, self.config.guided_eps
+            ir_np, vis_np = ir.numpy(), vis.numpy()
+            jobs = [lambda n=n, ch=ch: _saliency_fuse_plane(ir_np[n, ch], vis_np[n, ch], radius, eps)
+                    for ch in range(ir.shape[1]) for n in range(ir.shape[0])]
+            _fast.run_parallel(jobs)
+            return ir
+        if rule == "saliency":  # no OpenCV guided filter: the torch one
+            return ir.copy_(self._saliency(ir, vis))
+        if rule == "l1":
+            return ir.copy_(l1_attention(ir, vis))
+        return _plain_fuse_(ir, vis, rule)
+
+    def _decode_affine(self, z: torch.Tensor) -> torch.Tensor:
+        """``dec(z) + dec(0)`` before the sigmoid for (B, C, H, W) ``z``, BatchNorm folded.
+
+        The decoder's linear part is one 7x7 correlation ``K`` (C -> 1) away from the border: the
+        49 tap projections ``K_k . z`` are one matrix product, summed with their shifts. The three
+        rows and columns at each border (where the per-layer reflect padding enters) come from the
+        three layers run on 6-pixel strips along the border.
+        """
+        folded = []
+        layers = list(self.decoder)
+        for i in range(0, len(layers), 3):
+            s, t = _fast.fold_bn(layers[i + 2])
+            folded.append((layers[i + 1].weight * s.view(-1, 1, 1, 1), t))
+
+        def layered(x: torch.Tensor) -> torch.Tensor:
+            for weight, bias in folded:
+                x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), weight, bias)
+            return x
+
+        offset = layered(z.new_zeros(1, z.shape[1], 2, 2))[0, 0, 0, 0]  # dec(0): a constant image
+        b, c, h, w = z.shape
+        r = len(folded)  # radius of the composed kernel
+        if min(h, w) < 4 * r:
+            return layered(z).add_(offset)
+        # K from the impulse responses of the linear part, one impulse per input channel (a
+        # correlation's impulse response is its kernel flipped; the first layer's is its weight)
+        k = 2 * r + 1
+        first = folded[0][0]
+        probe = z.new_zeros(c, first.shape[0], 2 * k - 3, 2 * k - 3)
+        probe[:, :, k - 3:k, k - 3:k] = first.permute(1, 0, 2, 3).flip(-1, -2)
+        for weight, _ in folded[1:]:
+            probe = F.conv2d(probe, weight)
+        kernel = probe.flip(-1, -2).reshape(c, k * k).t().contiguous()  # (49, C): row u k + v
+        out = z.new_empty(b, 1, h, w)
+
+        def band(n: int, y0: int, y1: int) -> None:  # interior output rows y0..y1-1
+            rows = z[n, :, y0 - r:y1 + r].reshape(c, -1)
+            taps = torch.mm(kernel, rows).view(k * k, y1 - y0 + 2 * r, w)
+            inner = out[n, 0, y0:y1, r:w - r]
+            torch.add(taps[0, :y1 - y0, :w - 2 * r], 2 * offset, out=inner)  # dec(z) = L z + dec(0), + dec(0)
+            for j in range(1, k * k):
+                u, v = divmod(j, k)
+                inner += taps[j, u:u + y1 - y0, v:v + w - 2 * r]
+
+        step = max(16, -(-(h - 2 * r) // 4))
+        _fast.run_parallel([lambda n=n, y0=y0: band(n, y0, min(y0 + step, h - r))
+                            for n in range(b) for y0 in range(r, h - r, step)])
+        strip = 2 * r
+        out[:, :, :r] = layered(z[:, :, :strip])[:, :, :r]
+        out[:, :, h - r:] = layered(z[:, :, h - strip:])[:, :, strip - r:]
+        out[:, :, :, :r] = layered(z[:, :, :, :strip])[:, :, :, :r]
+        out[:, :, :, w - r:] = layered(z[:, :, :, w - strip:])[:, :, :, strip - r:]
+        border = torch.ones(h, w, dtype=torch.bool, device=z.device)
+        border[r:h - r, r:w - r] = False
+        out[:, :, border] += offset
+        return out
+
+
+def _saliency_fuse_plane(ir: np.ndarray, vis: np.ndarray, radius: int, eps: float) -> None:
+    """:func:`saliency_weights` fusion of one channel, written into ``ir`` (H, W) float32.
+
+    The same arithmetic as the batched torch version, on one plane with NumPy / OpenCV (the
+    histogram by ``bincount``, the level table looked up by ``cv2.LUT``), so that the channels can
+    run side by side (:func:`~fusecli.models._csc_fast.run_parallel`).
+    """
+    n_ir, n_vis = _normalise_plane(ir), _normalise_plane(vis)
+    p_ir, p_vis = _plane_saliency(n_ir) + np.float32(1e-12), _plane_saliency(n_vis) + np.float32(1e-12)
+    total = p_ir + p_vis
+    p_ir /= total
+    p_vis /= total
+    w_ir = cv2.ximgproc.guidedFilter(n_ir, p_ir, radius, eps) + np.float32(1e-12)
+    w_vis = cv2.ximgproc.guidedFilter(n_vis, p_vis, radius, eps) + np.float32(1e-12)
+    w = w_ir / (w_ir + w_vis)
+    ir[...] = w * ir + (1 - w) * vis
+
+
+def _normalise_plane(x: np.ndarray) -> np.ndarray:
+    """:func:`_normalise` of one (H, W) float32 plane."""
+    lo = x.min()
+    span = x.max() - lo
+    return (x - lo) / span if span > 0 else np.zeros_like(x)
+
+
+_DISTANCE_NP = np.abs(np.arange(256, dtype=np.float64)[:, None] - np.arange(256, dtype=np.float64)[None, :])
+
+
+def _plane_saliency(norm: np.ndarray) -> np.ndarray:
+    """:func:`histogram_saliency` of one (H, W) float32 plane in [0, 1]."""
+    q = (norm * 255).astype(np.uint8)
+    hist = np.bincount(q.ravel(), minlength=256)
+    table = (hist / q.size) @ _DISTANCE_NP
+    return cv2.LUT(q, table.astype(np.float32))
+
+
+def _l1_fuse_rows_(a: torch.Tensor, b: torch.Tensor, batch: int, h: int, w: int) -> torch.Tensor:
+    """:func:`l1_attention` of channels-last (B H W, C) codes, written into ``a``."""
+    act_a = torch.linalg.vector_norm(a, 1, dim=1).view(batch, 1, h, w)
+    act_b = torch.linalg.vector_norm(b, 1, dim=1).view(batch, 1, h, w)
+    act_a = F.avg_pool2d(act_a, 3, stride=1, padding=1, count_include_pad=True)
+    act_b = F.avg_pool2d(act_b, 3, stride=1, padding=1, count_include_pad=True)
+    total = act_a + act_b
+    weight = torch.where(total > 0, act_a / total.clamp_min(1e-30), torch.full_like(total, 0.5)).view(-1, 1)
+    return a.mul_(weight).addcmul_(b, 1 - weight)
+
+
+def _plain_fuse_(a: torch.Tensor, b: torch.Tensor, rule: str) -> torch.Tensor:
+    """The ``"average"`` or ``"add"`` rule, written into ``a``."""
+    return a.add_(b).div_(2) if rule == "average" else a.add_(b)
 
 
 _UNIT_PARTS = {

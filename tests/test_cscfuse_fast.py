@@ -1,0 +1,139 @@
+"""The fast inference path of CSC-IVF and CSC-MSF (fusecli.models._csc_fast) against the reference
+path (``path="reference"``, the module-by-module computation): encoders, decoder, fusion rules, odd
+sizes and batches, and the 8-bit outputs users get (at most 1 grey level apart, >= 99.9 % identical)
+on the samples and on TNO with the official checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fusecli import create_model
+from fusecli.errors import ConfigError
+from fusecli.inference import fuse_tensors
+from fusecli.io import read_image
+from fusecli.models import _csc_fast
+from fusecli.models.cscfuse import CSCIVF, CSCIVFConfig
+from fusecli.models.layers import box_blur
+
+from .conftest import SAMPLES
+
+
+def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BatchNorm statistics and some negative soft thresholds (as trained weights have)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=g) * 0.1)
+            if hasattr(module, "theta") and isinstance(module.theta, torch.nn.Parameter):
+                module.theta.copy_(torch.randn(module.theta.shape, generator=g) * 0.05)
+
+
+def _pair(h: int, w: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ir = torch.rand(batch, 1, h, w, generator=g)
+    vis = box_blur(torch.rand(batch, 1, h, w, generator=g), 3)
+    return ir, vis
+
+
+def _ivf(fusion: str = "saliency", seed: int = 0) -> tuple[CSCIVF, CSCIVF]:
+    torch.manual_seed(seed)
+    fast = CSCIVF(CSCIVFConfig(fusion=fusion))
+    _randomise_norms(fast, seed)
+    ref = CSCIVF(CSCIVFConfig(fusion=fusion, path="reference"))
+    ref.load_state_dict(fast.state_dict())
+    return fast.eval(), ref.eval()
+
+
+def _assert_8bit_close(fast: torch.Tensor, ref: torch.Tensor, identical: float = 0.999) -> None:
+    a, b = (fast * 255).round(), (ref * 255).round()
+    diff = (a - b).abs()
+    assert diff.max() <= 1, f"{int(diff.max())} grey levels apart"
+    assert (diff == 0).float().mean() >= identical
+
+
+def test_path_is_validated():
+    with pytest.raises(ConfigError, match="path"):
+        CSCIVFConfig(path="quick")
+
+
+@pytest.mark.parametrize("kind", ["base", "detail"])
+def test_encoder_chain_equals_the_reference_branch(kind):
+    fast, _ = _ivf()
+    branch = getattr(fast, kind)
+    x = _pair(23, 31)[0][0]
+    with torch.no_grad():
+        ref = branch(x[None])[0]  # (C, H, W)
+        blur = box_blur(x[None], 11)[0]
+        first = _csc_fast.fold_first(branch.units[0].enc.weight, branch.units[0].act, branch.units[0].norm)
+        units = [_csc_fast.fold_dcu(u) for u in branch.units[1:]]
+        planar = torch.empty_like(ref)
+        rows = _csc_fast.run_chain(blur if kind == "base" else x - blur, x, first, units, planar=planar, block=64)
+    assert torch.allclose(rows.t().reshape(ref.shape), ref, atol=1e-4 * ref.abs().max().item())
+    assert torch.equal(planar, rows.t().reshape(ref.shape))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (12, 12), (6, 9)])
+def test_one_pass_decoder_equals_two_decoder_passes(shape):
+    fast, _ = _ivf()
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 64, *shape, generator=g), torch.randn(2, 64, *shape, generator=g)
+    with torch.no_grad():
+        expected = fast.decoder(2 * a) + fast.decoder(2 * b)
+        got = fast._decode_affine(2 * (a + b))
+    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("fusion", ["saliency", "l1", "average", "add"])
+def test_fast_forward_equals_reference_for_every_rule_and_batches(fusion):
+    fast, ref = _ivf(fusion)
+    ir, vis = _pair(41, 57, batch=2)
+    with torch.inference_mode():
+        assert fast.uses_fast_path(ir) and not ref.uses_fast_path(ir)
+        a, b = fast(ir, vis), ref(ir, vis)
+    assert torch.allclose(a, b, atol=2e-4)
+    _assert_8bit_close(a, b)
+
+
+def test_training_and_autograd_take_the_reference_path():
+    fast, ref = _ivf()
+    ir, vis = _pair(16, 20)
+    assert not fast.uses_fast_path(ir)  # grad enabled
+    with torch.no_grad():
+        assert fast.uses_fast_path(ir)
+        assert not fast.uses_fast_path(ir.double())
+        fast.train()
+        assert not fast.uses_fast_path(ir)
+
+
+def test_run_parallel_keeps_order_threads_and_inference_mode():
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        out = _csc_fast.run_parallel([lambda i=i: (i, torch.is_inference_mode_enabled(), torch.get_num_threads())
+                                      for i in range(5)])
+    assert [o[0] for o in out] == list(range(5))
+    assert all(o[1] for o in out) and all(o[2] == 1 for o in out)
+    assert torch.get_num_threads() == threads
+
+
+def test_samples_fuse_the_same_in_8_bits():
+    ir, _ = read_image(SAMPLES / "ir.png")
+    vis, _ = read_image(SAMPLES / "vis.png")
+    fast = create_model("cscfuse-ivf")
+    ref = create_model("cscfuse-ivf", path="reference")
+    _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["01.png"])
+def test_tno_pair_with_the_official_checkpoint_fuses_the_same_in_8_bits(official_csc_ivf_dir, tno_dir, name):
+    ir, _ = read_image(tno_dir / "ir" / name)
+    vis, _ = read_image(tno_dir / "vis" / name)
+    fast = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir)
+    ref = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir, path="reference")
+    _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
