@@ -41,7 +41,7 @@ def train(
                                       "OUT/<stage>/ and teaches the next.", show_default=False),
     sharp_data: list[Path] = typer.Option(None, "--sharp-data", help="frufn/efrufn: folder of sharp, well-exposed "
                                           "images (repeatable) from which the multi-focus and multi-exposure "
-                                          "pairs are synthesised, e.g. ../shared/datasets/roadscene/vis.",
+                                          "pairs are synthesised, e.g. the vis/ folder of RoadScene.",
                                           show_default=False),
     ivf_data: list[Path] = typer.Option(None, "--ivf-data", help="frufn/efrufn: ir/+vis/ dataset folder "
                                         "(repeatable) for the infrared-visible stage.", show_default=False),

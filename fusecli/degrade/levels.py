@@ -9,7 +9,7 @@ level. The per-image random quantities (airlight, rain angle sign, streak positi
 ...) are drawn within the ranges in ``RANGES``; they are documented in ``docs/degrade.md``.
 
 Calibration: the ``fusion`` preset of the project's research notes
-(``../shared/reference/ecosystem.md`` §1.7): haze by target mean transmission, rain densities
+(summarised in ``docs/degrade.md``): haze by target mean transmission, rain densities
 anchored on albumentations' drizzle/heavy/torrential, noise/blur/JPEG next to ImageNet-C's
 constants (Hendrycks & Dietterich 2019) but milder, IR stripe and low contrast next to the ranges
 ControlFusion's generators use. Each row is strictly monotone, so severity is monotone

@@ -3,7 +3,7 @@
 Reference followed: M. Haghighat's ``fmi.m`` (fast-FMI, Haghighat & Razian, AICT 2014; FMI:
 Haghighat, Aghagolzadeh & Seyedarabi, Comput. Electr. Eng. 37(5), 2011) as shipped, unchanged, in
 MEFB ``metrics/metricsFMI.m`` (``FMI(ima, imb, imf, feature, w)``) and in Linfeng Tang's toolbox
-``analysis_fmi.m``; see ``../shared/reference/metrics.md`` §3.14.
+``analysis_fmi.m``; see docs/metrics.md.
 
 What it computes, for ``w = 3`` (the default window of every toolbox):
 

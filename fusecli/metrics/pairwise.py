@@ -5,7 +5,7 @@ Every function takes ``fused`` — ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``
 gray on the 0–255 scale — and ``sources = [A, B]`` (infrared first, then visible; each
 ``(H, W)`` / ``(1, H, W)`` shared by the batch, or ``(B, 1, H, W)``), and returns a ``(B,)``
 ``float64`` tensor on ``fused``'s device. ``convention`` picks the toolbox whose definition is
-reproduced, quirks included (see docs/metrics.md and ``../shared/reference/metrics.md`` §3):
+reproduced, quirks included (see docs/metrics.md):
 ``"cddfuse"`` (default), ``"matlab"``, ``"vifb"``, ``"mefb"``.
 
 Where a formula is undefined (a correlation with a constant image, no gradient anywhere) the

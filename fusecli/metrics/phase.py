@@ -3,7 +3,7 @@
 Reference followed: Z. Liu's ``metricZhao.m`` with ``myphasecong3.m`` (``zhengliu6699/imageFusionMetrics``,
 identical in MEFB ``metrics/metricsQp.m`` + ``metrics/myphasecong3.m``): J. Zhao, R. Laganière, Z. Liu,
 Int. J. Innovative Comput. Inf. Control 3(6A), 2007; phase congruency by Kovesi's ``phasecong2/3``
-(P. Kovesi, Videre 1(3), 1999; DICTA 2003) with Liu's edits; ``../shared/reference/metrics.md`` §3.16.
+(P. Kovesi, Videre 1(3), 1999; DICTA 2003) with Liu's edits; see docs/metrics.md.
 
 ``myphasecong3`` is computed in the frequency domain exactly as the MATLAB code does it (log-Gabor
 filters built on MATLAB's own frequency grids, ``ifftshift``/``fftshift`` included, 4 scales × 6

@@ -2,7 +2,7 @@
 
 Paper: Z. Zhao, J. Zhang, H. Bai, Y. Wang, Y. Cui, L. Deng, K. Sun, C. Zhang, J. Liu, S. Xu,
 "Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion", CVPR Workshops 2023
-(no DOI is printed in the paper text we hold; ../shared/papers/cscfuse.txt).
+(no DOI is printed in the paper).
 Official code: github.com/Zhaozixiang1228/IF-CSCFuse @ cc50059, folder ``CSC-IVF`` (weights: three
 legacy pickles ``LISTA_Base_Train.model``, ``LISTA_Detail_Train.model``, ``LISTA_Decoder.model``).
 This module is the IVF network only (CSC-MEF and CSC-MSF are separate models).

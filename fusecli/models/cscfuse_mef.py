@@ -1,7 +1,7 @@
 """CSC-MEF: deep convolutional sparse coding network for multi-exposure fusion (CSCFuse).
 
 Paper: Z. Zhao et al., "Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion",
-CVPR Workshops 2023, sec. 3.2 (../shared/papers/cscfuse.txt). Official code:
+CVPR Workshops 2023, sec. 3.2. Official code:
 github.com/Zhaozixiang1228/IF-CSCFuse @ 73caec7, folder ``CSC-MEF`` (``networks.py``,
 ``CSC_Fusion_MEF``; weights ``best_net.pth``).
 

@@ -1,7 +1,7 @@
 """CSC-MSF: deep convolutional sparse coding network for RGB-guided spectral super-resolution (CSCFuse).
 
 Paper: Z. Zhao et al., "Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion",
-CVPR Workshops 2023, sec. 3.3 (../shared/papers/cscfuse.txt). Official code:
+CVPR Workshops 2023, sec. 3.3. Official code:
 github.com/Zhaozixiang1228/IF-CSCFuse @ cc50059, folder ``CSC-MSF`` (``networks.py``, ``ModelA``;
 weights ``best_net.pth``: 256 channels, trained on CAVE at scale 2).
 

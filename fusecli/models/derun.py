@@ -1,8 +1,8 @@
 """DeRUN: the degradation-resistant unfolding network for heterogeneous image fusion.
 
 Paper: C. He, K. Li, G. Xu, Y. Zhang, R. Hu, Z. Guo, X. Li, "Degradation-Resistant Unfolding Network
-for Heterogeneous Image Fusion", ICCV 2023, pp. 12611-12621 (../shared/papers/derun.txt and
-derun-supplement.txt). The authors published no code and no weights (github.com/ChunmingHe/DeRUN holds
+for Heterogeneous Image Fusion", ICCV 2023, pp. 12611-12621 (and its
+supplementary material). The authors published no code and no weights (github.com/ChunmingHe/DeRUN holds
 a README only), so this module is built from the paper; where the paper is silent the choice is
 marked *decision* below.
 

@@ -1,9 +1,8 @@
 """FRUFN: fusion-rule unfolding network (Wang, Deng, Cao, Vivone, IEEE TPAMI 2026).
 
 Paper: W. Wang, L.-J. Deng, Q. Cao, G. Vivone, "A General Image Fusion Approach Exploiting Gradient
-Transfer Learning and Fusion Rule Unfolding", IEEE TPAMI 2026, doi:10.1109/TPAMI.2026.3655694
-(../shared/papers/frufn-efrufn.txt). Official code: github.com/wwhappylife/FRUFN @ 8bbc1eeb
-(``ufnet_image.py``, ``UF_Net``); the FRUFN weights it lists are not public.
+Transfer Learning and Fusion Rule Unfolding", IEEE TPAMI 2026, doi:10.1109/TPAMI.2026.3655694.
+Official code: github.com/wwhappylife/FRUFN @ 8bbc1eeb (``ufnet_image.py``, ``UF_Net``); the FRUFN weights it lists are not public.
 
 What is unrolled
 ----------------

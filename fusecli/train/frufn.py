@@ -15,11 +15,11 @@ Stages, in this order (``fusecli train frufn|efrufn --stages mfif,meif,ivf``):
 
 Numbers (optimiser, schedule, batch, crop, clipping, loss weights) are the authors' training
 scripts' (``train_mfif.py.py``, ``train_meif_stage1.py``, ``train_meif_stage2.py``,
-``train_ivf_stage.py``; see ``../shared/reference/official-models.md`` §4): :data:`STAGE_RECIPES`.
+``train_ivf_stage.py``): :data:`STAGE_RECIPES`.
 
-Data. Stages 1 and 2 need ground truth that ``../shared/datasets`` does not have; they are
-synthesised on the fly from random crops of sharp, well-exposed images (:mod:`fusecli.train.synth`,
-seeded by ``synth_seed``). Stage 3 reads aligned ``ir/`` + ``vis/`` pairs
+Data. Stages 1 and 2 need multi-focus / multi-exposure ground truth (the authors used RealMFF,
+MFI-WHU and SICE); instead their pairs are synthesised on the fly from random crops of sharp,
+well-exposed images (:mod:`fusecli.train.synth`, seeded by ``synth_seed``). Stage 3 reads aligned ``ir/`` + ``vis/`` pairs
 (:func:`fusecli.train.data.collect_pairs`, with its held-out splits). Crops are plain windows (no
 resizing) with random horizontal flips, the same on both sides of a pair
 (:class:`fusecli.train.data.PairedCrops`).
@@ -231,14 +231,14 @@ def _stage_images(stage: str, config: StagedTrainConfig) -> tuple[list[tuple[tor
     if stage == "ivf":
         if not config.ivf_data:
             raise ConfigError("stage ivf needs aligned ir/ + vis/ pairs: pass --ivf-data (e.g. "
-                              "../shared/datasets/roadscene)")
+                              "a copy of RoadScene)")
         pair_sets = collect_pairs(config.ivf_data, layouts=IVF_LAYOUTS)
         data = [{"path": str(ps.dataset), "roles": list(ps.roles), "pairs": len(ps.pairs), "part": ps.part}
                 for ps in pair_sets]
         return [load_pair(p) for ps in pair_sets for p in ps.pairs], data
     if not config.sharp_data:
         raise ConfigError(f"stage {stage} synthesises its pairs from sharp, well-exposed images: pass "
-                          "--sharp-data (e.g. ../shared/datasets/roadscene/vis)")
+                          "--sharp-data (e.g. the vis/ folder of RoadScene)")
     images = [_load_rgb(p) for p in collect_images(config.sharp_data)]
     if stage == "mfif":
         images = [split_luma(im[None])[0][0] for im in images]

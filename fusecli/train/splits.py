@@ -6,7 +6,7 @@ Harvard medical sets (``harvard_mri_pet``, ``harvard_mri_spect``, ``harvard_mri_
 position ``i`` is **held out when ``i % 5 == 4``** (every 5th), the others are for training. No
 randomness, no file contents: the split depends on the set of stems only, so any copy of the
 dataset (any machine, any file extension) splits the same way, and adding a file changes the
-split only from its position on. For the copies in ``../shared/datasets`` this gives
+split only from its position on. For the public Harvard Whole Brain Atlas pair sets this gives
 
 * ``harvard_mri_pet``: 269 pairs -> 216 train, 53 held out;
 * ``harvard_mri_spect``: 357 pairs -> 286 train, 71 held out;
@@ -25,7 +25,7 @@ for the datasets named here); ``benchmarks/derun_medical.py`` evaluates on the h
 MEFB multi-exposure set (``mefb``)
 ----------------------------------
 :func:`mefb_split`: the same rule on the 100 MEFB scene names (:data:`MEFB_SCENES`, the file stems
-of ``../shared/datasets/mefb``): sorted as Python strings, every 5th (0-based position ``i % 5 == 4``)
+of the MEFB release): sorted as Python strings, every 5th (0-based position ``i % 5 == 4``)
 held out, giving 80 training scenes and these 20 held-out ones: Arno, Bathtub, Chair, Exploratorium,
 ICCV_03, ICCV_08, ICCV_13, Knossos6, Land, MadisonCapitol, Office, Set, TableLamp, Villa, Window2,
 buildingRoad, door2, hongkong_01, sculpture, uk_01. ``fusecli train cscfuse-mef`` trains on the 80;
@@ -36,7 +36,7 @@ RoadScene infrared-visible set (``roadscene``)
 :func:`roadscene_split`: the same every-5th rule on the sorted stems, and in addition its night
 pairs (:data:`ROADSCENE_NIGHT`: visible mean luminance below 80/255, the rule of
 ``benchmarks/night_pairs.txt``) are always held out, so that the night evaluation never sees a
-training scene. For the 221 pairs of ``../shared/datasets/roadscene`` this gives 174 train and 47
+training scene. For the 221 pairs of the public RoadScene set this gives 174 train and 47
 held out. TNO is never trained on (it is the infrared-visible test set).
 """
 
@@ -140,7 +140,7 @@ def select_pairs(dataset: str | Path, pairs: Sequence[T], split: str, *, stem=la
     return [p for p in pairs if stem(p) in keep]
 
 
-#: the 100 scene names of the MEFB benchmark (Zhang, Information Fusion 2021; ../shared/datasets/mefb stems)
+#: the 100 scene names of the MEFB benchmark (Zhang, Information Fusion 2021; its file stems)
 MEFB_SCENES: tuple[str, ...] = (
     "507", "AirBellowsGap", "AmikeusBeaverDam", "ArchSequence", "Arno", "ArtistPalette", "BalancedRock", "Balloons",
     "BarHarborSunrise", "Bathtub", "BelgiumHouse", "BloomingGorse", "Candle", "Cave", "Chair", "ChineseGarden",

@@ -2,9 +2,9 @@
 
 FRUFN / EFRUFN train their first two stages supervised (§3.1 of Wang et al., TPAMI 2026): a
 multi-focus stage on (near, far, all-in-focus) triplets and a multi-exposure stage on (under, over,
-well-exposed) triplets. The authors used RealMFF + MFI-WHU and SICE; none of these (and no other
-multi-focus or multi-exposure set with ground truth) is in ``../shared/datasets``, so the triplets
-are synthesised here from sharp, well-exposed images, whose pixels are the ground truth.
+well-exposed) triplets. The authors used RealMFF + MFI-WHU and SICE; so that no such set with ground truth is needed, the
+triplets are synthesised here from sharp, well-exposed images (e.g. RoadScene's visible images),
+whose pixels are the ground truth.
 
 Both functions are pure: same input, same ``torch.Generator`` state -> same output. They take and
 return ``(B, C, H, W)`` float32 tensors in ``[0, 1]`` (any ``C``; every channel of one image gets
