@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from ..errors import ConfigError
 from ..inference import fuse_files, resolve_device
 from ..models import create_model
 from ._console import err, reporting_errors
+from ._video import is_video_job, run_video
 
 
 def fuse(
@@ -46,6 +48,13 @@ def fuse(
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
                                           "many pixels, checked in the file header before decoding (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="Videos: fuse this many frames in one "
+                                   "forward pass (GPU)."),
+    fps: float | None = typer.Option(None, "--fps", help="Videos: output frame rate (default: the visible "
+                                     "stream's; 25 for frame sequences).", show_default=False),
+    resize_to: str | None = typer.Option(None, "--resize-to", help="Videos of different frame sizes: resample "
+                                         "the other stream to this one's size (ir or vis). Default: refused.",
+                                         show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Fuse one set of aligned source images into one image.
@@ -54,10 +63,22 @@ def fuse(
     back. Gray sources give a gray output. cscfuse-mef fuses any number of exposures in colour;
     cscfuse-msf super-resolves a spectral cube with an RGB guide (fusecli fuse -m cscfuse-msf
     cube.npy guide.png -o out.npy).
+
+    Videos: fusecli fuse ir.mp4 vis.mp4 -o fused.mp4 (or frame patterns: ir/%05d.png vis/%05d.png
+    -o fused/%05d.png) fuses frame by frame with the same colour path, at the visible stream's
+    frame rate.
     """
     with reporting_errors():
+        video = is_video_job(inputs, output)
+        if not video and (batch_size != 1 or fps is not None or resize_to is not None):
+            raise ConfigError("--batch-size, --fps and --resize-to apply to videos only")
         dev = resolve_device(device)
         net = create_model(model, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
+        if video:
+            run_video(net, inputs, output, model=model, device=dev, quiet=quiet, batch_size=batch_size, fps=fps,
+                      resize_to=resize_to, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
+                      stretch_16bit=stretch_16bit, max_pixels=max_pixels)
+            return
         result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
                             stretch_16bit=stretch_16bit, max_pixels=max_pixels)
     if not quiet:
