@@ -6,6 +6,7 @@ import typer
 
 from .. import __version__
 from . import batch as _batch
+from . import compare as _compare
 from . import degrade as _degrade
 from . import fuse as _fuse
 from . import metrics as _metrics
@@ -44,3 +45,4 @@ app.command("degrade", no_args_is_help=True)(_degrade.degrade)
 app.command("robustness", no_args_is_help=True)(_robustness.robustness)
 app.command("train", no_args_is_help=True)(_train.train)
 app.command("metrics", no_args_is_help=True)(_metrics.metrics)
+app.command("compare", no_args_is_help=True)(_compare.compare)
