@@ -99,11 +99,12 @@ def _colour_mode(model: nn.Module) -> str:
     return getattr(model, "colour", "luma")
 
 
-def _run(model: nn.Module, sources: list[torch.Tensor]) -> torch.Tensor:
-    """Run the model once on (B, 1, h, w) sources: pad to its multiple, crop back."""
+def _run(model: nn.Module, sources: list[torch.Tensor], part=None) -> torch.Tensor:
+    """Run the model (or ``part``, one of its methods) once on (B, 1, h, w) sources: pad to its
+    multiple, crop back."""
     h, w = sources[0].shape[-2:]
     multiple = getattr(model, "pad_multiple", 1)
-    out = model(*[pad_to_multiple(s, multiple) for s in sources])
+    out = (part or model)(*[pad_to_multiple(s, multiple) for s in sources])
     return out[..., :h, :w]
 
 
@@ -121,7 +122,11 @@ def fuse_tensors(
         sources: (B, 1, H, W) float32 tensors in [0, 1], one per ``model.inputs`` role, in that order
             (a model with ``colour = "model"`` takes (B, 3, H, W) RGB, and K >= ``min_inputs`` of them).
         tile: process in tiles of this side (0: whole image at once).
-        overlap: overlap of neighbouring tiles, blended linearly.
+        overlap: overlap of neighbouring tiles, blended linearly, for models without a finite
+            ``receptive_radius``. A model with one is tiled without overlap, each tile getting that
+            many pixels of context, every pixel taken from one tile; its ``forward_pointwise`` head
+            (if it splits ``forward`` into ``forward_local`` + ``forward_pointwise``) runs once on
+            the assembled image. For AUIF on the CPU this is bit-identical to the untiled output.
 
     Returns:
         The fused (B, 1, H, W) tensor in [0, 1] ((B, 3, H, W) for ``colour = "model"``), on the
@@ -160,10 +165,13 @@ def fuse_tensors(
                                       "whole-image statistics); leave out --tile")
                 if tile < min_size:
                     raise ShapeError(f"--tile {tile} is smaller than this model's minimum size {min_size}")
-                # a model without a (finite) receptive radius gets `overlap` pixels of context
-                context = getattr(model, "receptive_radius", None)
-                context = overlap if context is None else context
-                out = tiled(lambda ts: _run(model, ts), sources, tile=tile, overlap=overlap, context=context)
+                radius = getattr(model, "receptive_radius", None)
+                if radius is None:  # unbounded context: `overlap` pixels of it, seams blended
+                    out = tiled(lambda ts: _run(model, ts), sources, tile=tile, overlap=overlap, context=overlap)
+                else:  # exact context: no blending, and a pixel-wise head once on the whole image
+                    local = getattr(model, "forward_local", None)
+                    out = tiled(lambda ts: _run(model, ts, local), sources, tile=tile, overlap=0, context=radius)
+                    out = out if local is None else model.forward_pointwise(out)
             else:
                 out = _run(model, sources)
             out = out.clamp(0, 1)

@@ -8,6 +8,13 @@ it would untiled). The processed cores are blended over the overlap with linear 
 For a function whose output pixel depends only on inputs within ``context`` pixels, every core is
 exact, so the tiled result equals the untiled one up to float rounding. For functions with a larger
 receptive field the overlap blending hides the seams.
+
+With ``overlap=0`` nothing is blended: every output pixel is copied from the one tile whose core
+holds it (where the last row / column of tiles is shifted back to fit, the later tile's copy
+wins). Blending two equal values with ramp weights is not exact in float arithmetic (``(c w1 +
+c w2) / (w1 + w2)`` can be ``c`` ± 1 ulp), so this is the mode for functions with an exact
+``context``: if ``fn`` also computes each pixel by arithmetic that does not depend on where the
+tile starts, the tiled result is bit-identical to the untiled one.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def tiled(
         fn: maps a list of (B, C_i, h, w) tensors to one (B, C_out, h, w) tensor.
         inputs: (B, C_i, H, W) tensors of one H and W.
         tile: side of a tile's core, in pixels (> overlap).
-        overlap: pixels shared by neighbouring cores, blended linearly.
+        overlap: pixels shared by neighbouring cores, blended linearly; 0: cores are copied, not blended.
         context: extra pixels fed around each core and cropped off afterwards.
 
     Returns:
@@ -68,7 +75,7 @@ def tiled(
     height, width = inputs[0].shape[-2:]
     step = tile - overlap
     out: torch.Tensor | None = None
-    weight = torch.zeros(1, 1, height, width, device=inputs[0].device)
+    weight = torch.zeros(1, 1, height, width, device=inputs[0].device) if overlap else None
     for y0 in _starts(height, tile, step):
         y1 = min(y0 + tile, height)
         for x0 in _starts(width, tile, step):
@@ -77,15 +84,18 @@ def tiled(
             cx0, cx1 = max(0, x0 - context), min(width, x1 + context)
             result = fn([t[..., cy0:cy1, cx0:cx1] for t in inputs])
             core = result[..., y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+            if out is None:
+                out = torch.zeros(*core.shape[:2], height, width, dtype=core.dtype, device=core.device)
+            if overlap == 0:
+                out[..., y0:y1, x0:x1] = core
+                continue
             wy = _ramp(y1 - y0, overlap, y0 == 0, y1 == height)
             wx = _ramp(x1 - x0, overlap, x0 == 0, x1 == width)
             w = (wy[:, None] * wx[None, :]).to(core.device)
-            if out is None:
-                out = torch.zeros(*core.shape[:2], height, width, dtype=core.dtype, device=core.device)
             out[..., y0:y1, x0:x1] += core * w
             weight[..., y0:y1, x0:x1] += w
     assert out is not None
-    return out / weight
+    return out if overlap == 0 else out / weight
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

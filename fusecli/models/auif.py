@@ -231,9 +231,10 @@ class AUIF(nn.Module):
 
     @property
     def receptive_radius(self) -> int:
-        """Pixels of context one output pixel depends on (for exact tiling)."""
+        """Pixels of context one output pixel depends on (for exact tiling): the initial filter, 2 per
+        stage (the 5x5 ``K^T K``), 1 for the ``l1`` rule's 3x3 activity, 1 for the decoder."""
         c = self.config
-        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + 1
+        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + int(c.fusion == "l1") + 1
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base and detail features of ``img`` (B, 1, H, W); each (B, 1, H, W)."""
@@ -246,20 +247,41 @@ class AUIF(nn.Module):
         return base, detail
 
     def decode(self, base: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
-        return self.decoder(base + detail)
+        return self.forward_pointwise(self._decoder_conv(base + detail))
+
+    def _decoder_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's reflect pad + 3x3 convolution (its linear, local part). On the CPU without
+        autograd as shifted adds, whose arithmetic per pixel does not depend on the image size
+        (oneDNN's convolution picks its algorithm by size, which moved tiled outputs by 1 ulp)."""
+        return _correlate(self.decoder[0](x), self.decoder[1].weight)  # the convolution has no bias
+
+    def forward_pointwise(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's pixel-wise tail, BatchNorm then sigmoid: (B, 1, H, W) -> (B, 1, H, W) in [0, 1].
+
+        ``forward = forward_pointwise(forward_local(...))``. Tiled inference runs it once on the
+        assembled image: torch's CPU sigmoid rounds the last elements of a tensor (its scalar tail)
+        differently from the vectorised body, so per tile it would depend on the tile's size.
+        """
+        return self.decoder[3](self.decoder[2](logits))
 
     def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
         """Auto-encoder pass used for training: decode(encode(img))."""
         return self.decode(*self.encode(img))
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        return self.forward_pointwise(self.forward_local(ir, vis))
+
+    def forward_local(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """Everything up to the decoder's convolution: (B, 1, H, W) sources -> (B, 1, H, W) pre-BatchNorm
+        logits. Each output pixel depends only on the sources within :attr:`receptive_radius`, by
+        arithmetic that does not depend on its position (on the CPU): what exact tiling needs."""
         # Both sources through the encoders in one batch (BatchNorm is per-sample in eval mode).
         base, detail = self.encode(torch.cat([ir, vis], dim=0))
         b = ir.shape[0]
         fused_base = self._fuse(base[:b], base[b:])
         if self.config.fusion == "sum" and self.config.sum_offset:
             fused_base = fused_base + self.config.sum_offset
-        return self.decode(fused_base, self._fuse(detail[:b], detail[b:]))
+        return self._decoder_conv(fused_base + self._fuse(detail[:b], detail[b:]))
 
     def _fuse(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         rule = self.config.fusion
