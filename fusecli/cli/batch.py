@@ -2,62 +2,29 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
 
 from ..batch import PairRecord, merge_manifests, run_batch
 from ..errors import ConfigError
-from ._console import err, reporting_errors
+from ._console import Reporter, err, reporting_errors
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- pairs/s" if speed is None else f"{speed:.2f} pairs/s", style="progress.data.speed")
-
-
-class _Reporter:
-    """Progress: a Rich bar on a terminal, a line every 10 % in logs (SLURM), nothing with --quiet."""
+class _Reporter(Reporter):
+    """Progress (:class:`~fusecli.cli._console.Reporter`: a bar on a terminal, a line every 10 % in
+    logs such as SLURM's, nothing with --quiet), and each failed pair as it happens."""
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar: Progress | None = None
-        self.task = None
-        self.start = time.perf_counter()
-        self.next_log = 0.0
+        super().__init__("fusing", unit="pairs", quiet=quiet)
 
     def __call__(self, done: int, total: int, record: PairRecord | None) -> None:
         if self.quiet:
             return
         if record is not None and record.status == "failed":
-            message = f"[red]failed[/] {escape(record.stem)}: {escape(record.error or '')}"
-            (self.bar.console if self.bar else err).print(message, highlight=False, soft_wrap=True)
-        if record is None:
-            self.start = time.perf_counter()
-            if err.is_terminal and total:
-                self.bar = Progress(TextColumn("fusing"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-                                    TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
-                self.bar.start()
-                self.task = self.bar.add_task("fuse", total=total)
-            return
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done)
-        elif done / total >= self.next_log or done == total:
-            elapsed = time.perf_counter() - self.start
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if rate > 0 else 0.0
-            err.print(f"{done}/{total} pairs, {rate:.2f} pairs/s, ETA {eta:.0f} s", highlight=False)
-            self.next_log = done / total + 0.1
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            self.print(f"[red]failed[/] {escape(record.stem)}: {escape(record.error or '')}")
+        self.update(done, total)
 
 
 def batch(

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..degrade import degrade_path, get_kind, list_kinds
-from ._console import err, reporting_errors
+from ._console import err, progress, reporting_errors
 
 
 def _kinds_help() -> str:
@@ -42,16 +41,9 @@ def degrade(
     Keeps each image's name, bit depth (8/16) and channel count; deterministic for a given --seed.
     """
     with reporting_errors():
-        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True, disable=quiet) as progress:
-            task = progress.add_task("degrading", total=None)
-
-            def advance(done: int, total: int, name: str) -> None:
-                progress.update(task, completed=done, total=total, description=name)
-
+        with progress("degrading", unit="images", quiet=quiet) as bar:
             report = degrade_path(input, output, kind, level, seed=seed, role=role, depth=depth,
-                                  inverse_depth=inverse_depth, progress=advance, max_pixels=max_pixels)
+                                  inverse_depth=inverse_depth, progress=bar, max_pixels=max_pixels)
     if not quiet:
         what = ",".join(report.kinds)
         if report.mode == "dataset":

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
 from ..errors import ConfigError
 from ..inference import resolve_device
@@ -23,7 +22,7 @@ from ..metrics.report import (
     write_csv,
     write_json,
 )
-from ._console import err, out, reporting_errors
+from ._console import err, print_table, progress, reporting_errors
 
 
 def _fmt(v: float) -> str:
@@ -49,29 +48,23 @@ def _print_tables(reports: list[MethodReport], per_image: bool) -> None:
                   else "↑" if get_metric(m).higher_is_better else "↓") for m in first.metrics}
     if per_image:
         for r in reports:
-            t = Table(title=f"{r.name} — per image ({r.convention} convention)")
-            t.add_column("image")
-            for m in r.metrics:
-                t.add_column(f"{m} {arrows[m]}", justify="right")
-            for row in r.rows:
-                t.add_row(escape(row.stem), *(_fmt(row.values[m]) for m in r.metrics))
-            out.print(t)
-    t = Table(title=f"mean ± std over the images ({first.convention} convention)")
-    t.add_column("method")
-    t.add_column("images", justify="right")
-    for m in first.metrics:
-        t.add_column(f"{m} {arrows[m]}", justify="right")
+            headers = [f"{m} {arrows[m]}" for m in r.metrics]
+            print_table(["image", *headers], [[row.stem, *(_fmt(row.values[m]) for m in r.metrics)] for row in r.rows],
+                        title=f"{r.name} — per image ({r.convention} convention)", right=headers)
+    headers = [f"{m} {arrows[m]}" for m in first.metrics]
     means = [r.mean() for r in reports]
     stds = [r.std() for r in reports]
     best = {m: _best([mu[m] for mu in means], get_metric(m).higher_is_better, get_metric(m).target)
             for m in first.metrics}
+    rows = []
     for r, mu, sd in zip(reports, means, stds):
         cells = []
         for m in first.metrics:
             text = f"{_fmt(mu[m])} ± {_fmt(sd[m])}" if len(r.rows) > 1 else _fmt(mu[m])
-            cells.append(f"[bold green]{text}[/]" if best[m] is not None and mu[m] == best[m] else text)
-        t.add_row(escape(r.name), str(len(r.rows)), *cells)
-    out.print(t)
+            cells.append(Text(text, style="bold green") if best[m] is not None and mu[m] == best[m] else text)
+        rows.append([r.name, str(len(r.rows)), *cells])
+    print_table(["method", "images", *headers], rows, right=["images", *headers],
+                title=f"mean ± std over the images ({first.convention} convention)")
 
 
 def metrics(
@@ -125,26 +118,10 @@ def metrics(
                 raise ConfigError("pass the dataset folder with --sources DATASET_DIR (or --ir/--vis for one image)")
             reports = []
             for d in dirs:
-                bar = None if quiet else Progress(TextColumn(f"{escape(d.name)}"), BarColumn(), MofNCompleteColumn(),
-                                                  TimeRemainingColumn(), console=err, transient=True)
-                task = None
-
-                def progress(done: int, total: int, _bar=bar) -> None:
-                    nonlocal task
-                    if _bar is None:
-                        return
-                    if task is None:
-                        _bar.start()
-                        task = _bar.add_task("", total=total)
-                    _bar.update(task, completed=done)
-
-                try:
+                with progress(d.name, unit="images", quiet=quiet) as bar:
                     reports.append(evaluate_folder(d, sources, names, convention, allow_16bit=allow_16bit,
-                                                   workers=workers, device=device, progress=progress,
+                                                   workers=workers, device=device, progress=bar,
                                                    max_pixels=max_pixels))
-                finally:
-                    if bar is not None:
-                        bar.stop()
         if csv_path is not None:
             write_csv(reports, csv_path)
         if json_path is not None:

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import ConfigError
 from ..inference import resolve_device
 from ..robustness import DEFAULT_METRICS, run_robustness
-from ._console import err, reporting_errors
+from ._console import err, progress, reporting_errors
 
 
 def _checkpoints(values: list[str], models: list[str]) -> dict[str, str]:
@@ -69,17 +68,10 @@ def robustness(
     with reporting_errors():
         names = [m.strip() for m in models.split(",") if m.strip()]
         dev = resolve_device(device)
-        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err, transient=True, disable=quiet) as progress:
-            task = progress.add_task("preparing", total=None)
-
-            def advance(done: int, total: int, description: str) -> None:
-                progress.update(task, completed=done, total=total, description=escape(description))
-
+        with progress("evaluating", unit="pairs", quiet=quiet) as bar:
             result = run_robustness(dataset, names, kinds, levels, output, metrics=metrics, limit=limit, seed=seed,
                                     role=role, depth=depth, checkpoints=_checkpoints(checkpoint, names),
-                                    device=dev, tile=tile, convention=convention, progress=advance,
+                                    device=dev, tile=tile, convention=convention, progress=bar,
                                     stretch_16bit=stretch_16bit, max_pixels=max_pixels)
     if quiet:
         return

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import ConfigError
 from ..inference import resolve_device
 from ..train import TrainConfig, get_recipe, parse_options
 from ..train import train as run_training
 from ..train.frufn import STAGED_MODELS, STAGES, StagedTrainConfig, parse_stages, train_stages
-from ._console import err, reporting_errors
+from ._console import err, progress, reporting_errors
 
 
 def train(
@@ -86,46 +85,30 @@ def train(
                              batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
                              seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
                              options=parse_options(option or ()), init=None if init is None else str(init))
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-        bar = Progress(*columns, console=err)  # shown from the first step: an early error stays one line
-        tasks: list = []
+        bar = progress("train", unit="steps", transient=False)  # shown from the first step: an early error
+        started: list = []                                         # stays one line
 
-        def progress(step: int, total: int, logs: dict[str, float]) -> None:
-            if not tasks:  # the run has started: a mistake found before it stays one line
+        def report(step: int, total: int, logs: dict[str, float]) -> None:
+            if not started:  # the run has started: a mistake found before it stays one line
                 err.print(f"training {model}: {recipe.description}", highlight=False)
-                bar.start()
-                tasks.append(bar.add_task("train", total=total, logs=""))
-            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items())
-            bar.update(tasks[0], completed=step, total=total, logs=text)
+                started.append(True)
+            bar(step, total, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
 
-        try:
-            final = run_training(config, progress=progress)
-        finally:
-            bar.stop()
+        with bar:
+            final = run_training(config, progress=report)
     err.print(f"wrote {final} and {final.with_suffix('.yaml')}", highlight=False)
 
 
 def _train_staged(config: StagedTrainConfig) -> None:
     """Run :func:`fusecli.train.frufn.train_stages` with one progress bar per stage and phase."""
     err.print(f"training {config.model} in stages {','.join(config.stages)} -> {config.out}/<stage>/", highlight=False)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}"))
-    bar = Progress(*columns, console=err)  # shown from the first step: an early error stays one line
-    tasks: dict[str, int] = {}
+    bar = progress("train", unit="steps", transient=False)  # one bar per stage and phase, from its first step
 
-    def progress(step: int, total: int, logs: dict) -> None:
-        name = f"{logs['stage']} {logs['phase']}"
-        if not tasks:
-            bar.start()
-        if name not in tasks:
-            tasks[name] = bar.add_task(name, total=total, logs="")
+    def report(step: int, total: int, logs: dict) -> None:
         text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
-        bar.update(tasks[name], completed=step, total=total, logs=f"epoch {logs['epoch']} {text}")
+        bar.update(step, total, info=f"epoch {logs['epoch']} {text}", task=f"{logs['stage']} {logs['phase']}")
 
-    try:
-        cards = train_stages(config, progress=progress)
-    finally:
-        bar.stop()
+    with bar:
+        cards = train_stages(config, progress=report)
     for stage, card in cards.items():
         err.print(f"{stage}: wrote {card} and its weights", highlight=False)
