@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import numpy as np
+
+from ._arrays import arrays_to_tensors, tensor_to_array
 from .color import _quantile, merge_luma, rgb_to_y, split_luma, stretch
 from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
 from .io import ImageInfo, read_cube, read_image, write_cube, write_image
@@ -180,12 +183,12 @@ def fuse_tensors(
 
 def fuse_images(
     model: nn.Module,
-    images: Sequence[torch.Tensor],
+    images: Sequence[torch.Tensor | np.ndarray],
     *,
     gray: bool = False,
     tile: int = 0,
     overlap: int = 32,
-) -> torch.Tensor:
+) -> torch.Tensor | np.ndarray:
     """Fuse full images (gray or colour) with the colour pipeline.
 
     Each image's luminance (BT.601 Y for colour, the image itself for gray) is fused. If any
@@ -195,7 +198,10 @@ def fuse_images(
 
     Args:
         model: a registered model.
-        images: (B, C, H, W) tensors in [0, 1], C = 1 or 3, in the order of ``model.inputs``.
+        images: (B, C, H, W) tensors in [0, 1], C = 1 or 3, in the order of ``model.inputs``; or
+            NumPy images (H, W) / (H, W, 1 or 3) RGB of uint8, uint16 or float in [0, 1] (as
+            :func:`fusecli.io.read_image` scales files: uint8 / 255, uint16 / 65535, no 16-bit
+            stretch; see :mod:`fusecli._arrays`).
         gray: force a gray (1-channel) output.
         tile, overlap: see :func:`fuse_tensors`.
 
@@ -208,8 +214,13 @@ def fuse_images(
     ``gray``).
 
     Returns:
-        (B, 3, H, W) colour or (B, 1, H, W) gray tensor in [0, 1].
+        (B, 3, H, W) colour or (B, 1, H, W) gray tensor in [0, 1]; for NumPy sources an (H, W, 3)
+        or (H, W) array: float32 in [0, 1] if any source is float, else uint16 if any is uint16,
+        else uint8 (rounded as :func:`fusecli.io.write_image` stores them).
     """
+    tensors, kind = arrays_to_tensors(images)
+    if kind is not None:  # NumPy in, NumPy out: the same call on tensors
+        return tensor_to_array(fuse_images(model, tensors, gray=gray, tile=tile, overlap=overlap).cpu(), kind)
     if _colour_mode(model) == "model":
         for im in images:
             if im.dim() != 4 or im.shape[1] not in (1, 3):

@@ -344,7 +344,7 @@ CASES = [
 
     # ---- models
     case("models-extra-argument", "models auif", code=2),
-    case("models-unknown-option", "models --json", code=2),
+    case("models-unknown-option", "models --yaml", code=2),
 
     # ---- the program itself
     case("unknown-command", "fusion a.png b.png", code=2),

@@ -18,7 +18,7 @@ app = typer.Typer(
     name="fusecli",
     help="Fuse infrared/visible, medical, multi-exposure and multi-focus images with deep unfolding networks.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # fusecli --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
