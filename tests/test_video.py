@@ -144,6 +144,20 @@ def test_sequence_frames_equal_fuse_on_each_pair(model, tmp_path):
         assert torch.equal(got, want)
 
 
+def test_16bit_sequence_frames_equal_fuse(model, tmp_path):
+    """Raw 14-bit thermal frames in 16-bit PNGs: each fused frame is what fuse makes of its pair
+    (the default stretch applied per frame), with one note."""
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "vis").mkdir()
+    for i, (ir, vis) in enumerate(_frames(3)):
+        cv2.imwrite(str(tmp_path / "ir" / f"{i}.png"), (ir.astype(np.uint16) * 40 + 3000))
+        cv2.imwrite(str(tmp_path / "vis" / f"{i}.png"), vis)
+    result = fuse_videos(model, tmp_path / "ir" / "%d.png", tmp_path / "vis" / "%d.png", tmp_path / "f" / "%d.png")
+    assert result.frames == 3 and len(result.notes) == 1 and "16-bit" in result.notes[0]
+    fuse_files(model, [tmp_path / "ir" / "2.png", tmp_path / "vis" / "2.png"], tmp_path / "one.png")
+    assert torch.equal(read_image(tmp_path / "f" / "2.png")[0], read_image(tmp_path / "one.png")[0])
+
+
 def test_batch_size_does_not_change_the_frames(model, tmp_path):
     ir, vis = _sequences(tmp_path / "data", n=7)
     fuse_videos(model, ir, vis, tmp_path / "b1" / "%03d.png", batch_size=1)

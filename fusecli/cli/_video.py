@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from ..errors import ConfigError
 from ..video import fuse_videos, is_sequence_pattern, is_video_path
-from ._console import err
+from ._console import err, progress
 
 __all__ = ["is_video_job", "run_video"]
 
@@ -29,44 +28,12 @@ def is_video_job(inputs: list[Path], output: Path) -> bool:
     return True
 
 
-class _Bar:
-    """A Rich bar on stderr when it is a terminal, a line every 10 % otherwise, nothing when quiet."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar: Progress | None = None
-        self.task = None
-        self.next_log = 0.1
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self.quiet:
-            return
-        if self.bar is None and err.is_terminal:
-            self.bar = Progress(TextColumn("fusing frames"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                                TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("video", total=total)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done)
-        elif total and done and (done / total >= self.next_log or done == total):
-            err.print(f"{done}/{total} frames", highlight=False)
-            self.next_log = done / total + 0.1
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
 def run_video(net, inputs: list[Path], output: Path, *, model: str, device, quiet: bool, **options) -> None:
     """Fuse two streams with ``net`` and report like ``fuse`` does (notes, one summary line)."""
     if len(inputs) != 2:
         raise ConfigError(f"fusing videos takes two streams (infrared, visible), got {len(inputs)}")
-    bar = _Bar(quiet)
-    try:
+    with progress("fusing frames", unit="frames", quiet=quiet) as bar:
         result = fuse_videos(net, inputs[0], inputs[1], output, progress=bar, **options)
-    finally:
-        bar.stop()
     if not quiet:
         for note in result.notes:
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
