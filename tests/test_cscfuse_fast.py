@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fusecli import create_model
 from fusecli.errors import ConfigError
@@ -14,6 +15,7 @@ from fusecli.inference import fuse_tensors
 from fusecli.io import read_image
 from fusecli.models import _csc_fast
 from fusecli.models.cscfuse import CSCIVF, CSCIVFConfig
+from fusecli.models.cscfuse_msf import CSCMSF, CSCMSFConfig
 from fusecli.models.layers import box_blur
 
 from .conftest import SAMPLES
@@ -60,6 +62,8 @@ def _assert_8bit_close(fast: torch.Tensor, ref: torch.Tensor, identical: float =
 def test_path_is_validated():
     with pytest.raises(ConfigError, match="path"):
         CSCIVFConfig(path="quick")
+    with pytest.raises(ConfigError, match="path"):
+        CSCMSFConfig(path="quick")
 
 
 @pytest.mark.parametrize("kind", ["base", "detail"])
@@ -137,3 +141,69 @@ def test_tno_pair_with_the_official_checkpoint_fuses_the_same_in_8_bits(official
     fast = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir)
     ref = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir, path="reference")
     _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
+
+
+# --- CSC-MSF -----------------------------------------------------------------------------------------
+
+def _msf(seed: int = 0, **config) -> tuple[CSCMSF, CSCMSF]:
+    torch.manual_seed(seed)
+    fast = CSCMSF(CSCMSFConfig(channels=32, **config))
+    _randomise_norms(fast, seed)
+    ref = CSCMSF(CSCMSFConfig(channels=32, path="reference", **config))
+    ref.load_state_dict(fast.state_dict())
+    return fast.eval(), ref.eval()
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+@pytest.mark.parametrize("lr_size, guide_size", [((9, 14), (18, 28)), ((11, 7), (23, 15)), ((40, 24), (80, 48))])
+def test_msf_fast_forward_equals_reference(radius, lr_size, guide_size):
+    fast, ref = _msf(radius=radius)
+    g = torch.Generator().manual_seed(3)
+    guide = torch.rand(2, 3, *guide_size, generator=g)
+    cube = torch.rand(2, 31, *lr_size, generator=g)
+    with torch.inference_mode():
+        assert fast.uses_fast_path(cube)
+        a, b = fast(cube, guide), ref(cube, guide)
+    assert torch.allclose(a, b, atol=1e-4 * b.abs().max().item())
+
+
+def test_msf_box_sums_of_bands_equal_the_window_sums_inside_the_image():
+    from fusecli.models.cscfuse_msf import _box_sum_
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(13, 9, 5, generator=g)  # (rows, w, C)
+    for radius in (1, 2, 3):
+        k = 2 * radius + 1  # zero padding + a divisor of 1: the sum over the window's pixels in the image
+        sums = F.avg_pool2d(x.permute(2, 0, 1)[None], k, stride=1, padding=radius, divisor_override=1)
+        sums = sums[0].permute(1, 2, 0)
+        for y0, y1 in ((0, 13), (0, 4), (4, 9), (9, 13)):
+            r0, r1 = max(y0 - radius, 0), min(y1 + radius, 13)
+            out = torch.empty(y1 - y0, 9, 5)
+            got = _box_sum_(x[r0:r1], radius, y0 - r0, r1 - y1, out, torch.empty_like(out))
+            assert torch.allclose(got, sums[y0:y1], atol=1e-5)
+
+
+def test_msf_synthetic_cube_from_the_samples_is_the_same_in_8_bits():
+    rgb, _ = read_image(SAMPLES / "vis_color.png")
+    guide = rgb[..., :200, :240].contiguous()
+    wavelengths = torch.linspace(400, 700, 31)
+    basis = torch.stack([torch.exp(-0.5 * ((wavelengths - c) / 40) ** 2) for c in (610.0, 545.0, 450.0)])
+    cube = torch.einsum("bchw,cl->blhw", torch.nn.functional.avg_pool2d(guide, 2), basis)
+    cube = cube / cube.max()
+    fast, ref = _msf()
+    with torch.inference_mode():
+        _assert_8bit_close(fast(cube, guide).clamp(0, 1), ref(cube, guide).clamp(0, 1))
+
+
+@pytest.mark.slow
+def test_cave_crop_with_the_official_checkpoint_is_the_same_in_8_bits(official_cscfuse_dir, cave_dir):
+    from fusecli.io import read_cube
+
+    full, _ = read_cube(cave_dir / "balloons_ms")
+    rgb, _ = read_image(cave_dir / "balloons_ms" / "balloons_RGB.bmp")
+    guide = rgb[..., 128:384, 128:384].contiguous()
+    cube = torch.nn.functional.avg_pool2d(full[..., 128:384, 128:384], 2)
+    fast = create_model("cscfuse-msf", checkpoint=official_cscfuse_dir / "CSC-MSF")
+    ref = create_model("cscfuse-msf", checkpoint=official_cscfuse_dir / "CSC-MSF", path="reference")
+    with torch.inference_mode():
+        _assert_8bit_close(fast(cube, guide).clamp(0, 1), ref(cube, guide).clamp(0, 1))

@@ -45,10 +45,10 @@ from torch import nn
 from .layers import DCU, SoftThreshold
 
 __all__ = ["Activation", "FoldedUnit", "fold_bn", "fold_activation", "fold_dcu", "fold_first", "run_chain",
-           "run_parallel", "task_threads", "BLOCK_ROWS"]
+           "run_parallel", "task_threads", "BLOCK_ELEMENTS"]
 
-#: rows (pixels) of a code updated per step: 4096 x 64 channels x 4 bytes = 1 MiB, one core's L2
-BLOCK_ROWS = 4096
+#: elements of a code updated per step: 1 MiB of float32 (one core's L2), 4096 rows of 64 channels
+BLOCK_ELEMENTS = 1 << 18
 
 T = TypeVar("T")
 
@@ -196,7 +196,7 @@ def _step(y: torch.Tensor, taps: torch.Tensor, unit: FoldedUnit, nxt: FoldedUnit
 
 def run_chain(first_input: torch.Tensor, data: torch.Tensor, first: FoldedUnit, units: Sequence[FoldedUnit],
               out: torch.Tensor | None = None, planar: torch.Tensor | None = None,
-              block: int = BLOCK_ROWS) -> torch.Tensor:
+              block: int | None = None) -> torch.Tensor:
     """One image through a CSC encoder: ``z = act(BN(E0 x0))``, then ``z <- act(BN(z + E(x - D z)))``.
 
     Args:
@@ -205,13 +205,14 @@ def run_chain(first_input: torch.Tensor, data: torch.Tensor, first: FoldedUnit, 
         first, units: folded units (:func:`fold_first`, :func:`fold_dcu`).
         out: optional (H W, C) contiguous buffer for the code.
         planar: optional (C, H, W) tensor that also receives the code, channels first.
-        block: rows per in-cache step.
+        block: rows per in-cache step (default: :data:`BLOCK_ELEMENTS` / C).
 
     Returns:
         The code as an (H W, C) matrix, channels last.
     """
     ci, h, w = data.shape
     c = first.enc.shape[1]
+    block = block or max(64, BLOCK_ELEMENTS // c)
     y = out if out is not None else data.new_empty(h * w, c)
     taps = data.new_empty(9 * ci + 1, h * w)
     proj = data.new_empty(9 * ci, h * w) if units else None
