@@ -20,6 +20,8 @@ from fusecli.models.cscfuse import (DCU, CSCIVF, CSCIVFConfig, convert_official,
 from fusecli.models.layers import SoftThreshold, box_mean, guided_filter
 
 cv2 = pytest.importorskip("cv2")
+#: the reference guided filter is ximgproc's, in OpenCV's contrib wheel (optional for fusecli)
+needs_ximgproc = pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="needs opencv-contrib-python-headless")
 
 
 # --- the official saliency rule in NumPy/OpenCV (fusecli's implementation before it moved to torch) ---
@@ -137,6 +139,7 @@ def test_saliency_weights_sum_to_one_and_survive_constant_channels():
     assert (w_ir[:, 1] < 1e-3).all() and (w_ir[:, 2] > 1 - 1e-3).all()
 
 
+@needs_ximgproc
 @pytest.mark.parametrize("shape", [(4, 37, 53), (3, 61, 90), (2, 5, 7)])
 def test_torch_saliency_equals_the_numpy_opencv_reference(shape):
     rng = np.random.default_rng(sum(shape))
@@ -155,6 +158,7 @@ def test_torch_saliency_equals_the_numpy_opencv_reference(shape):
     assert np.abs(histogram_saliency(norm)[0].numpy() - _np_histogram_saliency(_np_normalise(vis))).max() < 1e-4
 
 
+@needs_ximgproc
 def test_guided_filter_and_box_mean_equal_opencv():
     rng = np.random.default_rng(3)
     guide, src = rng.random((2, 3, 40, 70), dtype=np.float32)

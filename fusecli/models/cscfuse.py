@@ -59,7 +59,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
 from . import _csc_fast as _fast
-from .layers import DCU, SoftThreshold, box_blur, guided_filter
+from .layers import DCU, SoftThreshold, box_blur, guided_filter, guided_filter_plane
 
 __all__ = ["CSCIVFConfig", "SoftThreshold", "DCU", "Branch", "CSCIVF", "l1_attention", "histogram_saliency",
            "saliency_weights", "convert_official"]
@@ -194,7 +194,8 @@ def saliency_weights(
     guide (:func:`~fusecli.models.layers.guided_filter`, OpenCV's ``BORDER_REFLECT`` border, as
     ``cv2.ximgproc.guidedFilter``), ``+ 1e-12`` and renormalise. All channels at once in torch,
     on the tensors' device (chunks of channels bound the memory); on the CPU the guided filter
-    itself is OpenCV's (``impl="auto"``), which is faster there.
+    itself is OpenCV's (``impl="auto"``: ``ximgproc`` with the contrib wheel, else plain box
+    filters, :func:`~fusecli.models.layers.guided_filter_plane`), which is faster there.
 
     Args:
         ir, vis: (N, C, H, W) float feature maps (any range).
@@ -341,15 +342,13 @@ class CSCIVF(nn.Module):
     def _fuse_base_fast(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """The base rule on (B, C, H, W) codes, written into ``ir``."""
         rule = self.config.fusion
-        if rule == "saliency" and hasattr(cv2, "ximgproc"):
+        if rule == "saliency":
             radius, eps = self.config.guided_radius, self.config.guided_eps
             ir_np, vis_np = ir.numpy(), vis.numpy()
             jobs = [lambda n=n, ch=ch: _saliency_fuse_plane(ir_np[n, ch], vis_np[n, ch], radius, eps)
                     for ch in range(ir.shape[1]) for n in range(ir.shape[0])]
             _fast.run_parallel(jobs)
             return ir
-        if rule == "saliency":  # no OpenCV guided filter: the torch one
-            return ir.copy_(self._saliency(ir, vis))
         if rule == "l1":
             return ir.copy_(l1_attention(ir, vis))
         return _plain_fuse_(ir, vis, rule)
@@ -424,8 +423,8 @@ def _saliency_fuse_plane(ir: np.ndarray, vis: np.ndarray, radius: int, eps: floa
     total = p_ir + p_vis
     p_ir /= total
     p_vis /= total
-    w_ir = cv2.ximgproc.guidedFilter(n_ir, p_ir, radius, eps) + np.float32(1e-12)
-    w_vis = cv2.ximgproc.guidedFilter(n_vis, p_vis, radius, eps) + np.float32(1e-12)
+    w_ir = guided_filter_plane(n_ir, p_ir, radius, eps) + np.float32(1e-12)
+    w_vis = guided_filter_plane(n_vis, p_vis, radius, eps) + np.float32(1e-12)
     w = w_ir / (w_ir + w_vis)
     ir[...] = w * ir + (1 - w) * vis
 
