@@ -169,6 +169,20 @@ def main() -> None:
             vals = " | ".join(f"{r[m]:.4g}" for m in BASKET)
             lines.append(f"| {label} | {vals} | {w_avg} | {w_lap} | {r['fused_mean']:.1f} | "
                          f"{r['darker_source_mean']:.1f} | {r['darker']} |")
+    levels = [s for s in chosen if s.startswith("lowlight")]
+    if len(levels) > 1:  # the sweep in one table: mean over the levels, and the wins level by level
+        lines.append(f"\nlowlight sweep, mean of levels {', '.join(s[8:] for s in levels)} "
+                     f"(wins vs average / laplacian per level)")
+        lines.append(f"| model | {' | '.join(BASKET)} | wins vs average | wins vs laplacian | "
+                     f"images darker than the darker source |")
+        lines.append("|" + "---|" * (len(BASKET) + 4))
+        for label in results[levels[0]]:
+            mean = {m: float(np.mean([results[s][label][m] for s in levels])) for m in BASKET}
+            per = lambda ref: "/".join(str(wins(results[s][label], results[s][ref])) for s in levels) \
+                if ref in results[levels[0]] and label != ref else "-"
+            darker = sum(results[s][label]["darker"] for s in levels)
+            lines.append(f"| {label} | {' | '.join(f'{mean[m]:.4g}' for m in BASKET)} | {per('average')} | "
+                         f"{per('laplacian')} | {darker} |")
     text = "\n".join(lines)
     print(text)
     write_text_atomic(args.out / "summary.md", text + "\n")

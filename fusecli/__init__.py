@@ -8,7 +8,7 @@ their ``inputs`` attribute names (e.g. infrared, then visible). Colour is handle
 Public API::
 
     from fusecli import create_model, fuse_files, read_image
-    model = create_model("auif", device="cpu")
+    model = create_model("auif-fusion", device="cpu")    # the infrared-visible default
     fuse_files(model, ["ir.png", "vis.png"], "fused.png")
 """
 

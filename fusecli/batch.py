@@ -19,6 +19,8 @@ merges the manifests of the shards.
 
 from __future__ import annotations
 
+from .models import DEFAULT_MODEL
+
 import copy
 import json
 import os
@@ -307,7 +309,7 @@ ProgressFn = Callable[[int, int, "PairRecord | None"], None]
 def run_batch(
     dataset: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    model: str | nn.Module | Sequence[nn.Module] = "auif",
+    model: str | nn.Module | Sequence[nn.Module] = DEFAULT_MODEL,
     *,
     checkpoint: str | Path | None = None,
     weights: str | None = "default",

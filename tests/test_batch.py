@@ -180,13 +180,13 @@ def test_batch_output_is_identical_to_fuse(tmp_path, net):
 def test_cli_batch_equals_cli_fuse_and_rerun_skips(tmp_path, ckpt):
     data = _make_dataset(tmp_path / "data", n=4)
     out = tmp_path / "out"
-    args = ["batch", str(data), "-o", str(out), "-c", str(ckpt), "--device", "cpu"]
+    args = ["batch", str(data), "-o", str(out), "-m", "auif", "-c", str(ckpt), "--device", "cpu"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "4 fused" in result.output
     single = tmp_path / "single.png"
     result = runner.invoke(app, ["fuse", str(data / "ir" / "p000.png"), str(data / "vis" / "p000.jpg"),
-                                 "-o", str(single), "-c", str(ckpt), "--device", "cpu", "-q"])
+                                 "-o", str(single), "-m", "auif", "-c", str(ckpt), "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
     assert single.read_bytes() == (out / "p000.png").read_bytes()
 
@@ -221,7 +221,7 @@ def test_bad_pairs_are_reported_and_skipped(tmp_path, ckpt):
     cv2.imwrite(str(data / "vis" / "tiny.png"), np.zeros((6, 6), np.uint8))
     cv2.imwrite(str(data / "ir" / "p005.jpg"), np.zeros((40, 48), np.uint8))  # ambiguous stem
     out = tmp_path / "out"
-    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-c", str(ckpt), "-d", "cpu"])
+    result = runner.invoke(app, ["batch", str(data), "-o", str(out), "-m", "auif", "-c", str(ckpt), "-d", "cpu"])
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "2 fused" in text and "5 problem(s)" in text
@@ -237,7 +237,7 @@ def test_bad_pairs_are_reported_and_skipped(tmp_path, ckpt):
         ["ir/p005.jpg", "ir/p005.png", "vis/p005.png"]]
 
     # --resize-to resamples the named side's partner; the mismatch is fused on the rerun
-    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "out2"), "-c", str(ckpt), "-d", "cpu",
+    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "out2"), "-m", "auif", "-c", str(ckpt), "-d", "cpu",
                                  "--resize-to", "vis", "-q"])
     assert result.exit_code == 1
     assert cv2.imread(str(tmp_path / "out2" / "p004.png")).shape[:2] == (30, 48)
@@ -246,7 +246,7 @@ def test_bad_pairs_are_reported_and_skipped(tmp_path, ckpt):
 def test_kill_mid_run_leaves_only_complete_files_and_rerun_completes(tmp_path, ckpt, net):
     data = _make_dataset(tmp_path / "data", n=24, size=(160, 128))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "fusecli", "batch", str(data), "-o", str(out), "-c", str(ckpt),
+    command = [sys.executable, "-m", "fusecli", "batch", str(data), "-o", str(out), "-m", "auif", "-c", str(ckpt),
                "-d", "cpu", "-j", "1", "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -277,7 +277,7 @@ def test_kill_mid_run_leaves_only_complete_files_and_rerun_completes(tmp_path, c
 def test_shard_runs_and_merged_manifest(tmp_path, ckpt):
     data = _make_dataset(tmp_path / "data", n=12)
     out = tmp_path / "out"
-    base = ["batch", str(data), "-o", str(out), "-c", str(ckpt), "-d", "cpu", "-q"]
+    base = ["batch", str(data), "-o", str(out), "-m", "auif", "-c", str(ckpt), "-d", "cpu", "-q"]
     for i in range(2):
         assert runner.invoke(app, base + ["--shard", f"{i}/3"]).exit_code == 0
     result = runner.invoke(app, ["batch", "--merge-manifests", "-o", str(out)])
@@ -328,7 +328,7 @@ def test_option_errors_are_one_line(tmp_path, ckpt):
         (["batch", "--merge-manifests", "-o", str(tmp_path)], "no shard manifests"),
     ]
     for args, message in cases:
-        result = runner.invoke(app, args + ["-c", str(ckpt)])
+        result = runner.invoke(app, args + ["-m", "auif", "-c", str(ckpt)])
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output and "Traceback" not in result.output, (args, result.output)
 
@@ -339,7 +339,7 @@ def test_devices_without_cuda_is_a_clear_error(tmp_path, ckpt):
         parse_devices("0,1")
     assert [str(d) for d in parse_devices(None, "cpu")] == ["cpu"]
     data = _make_dataset(tmp_path / "data", n=1)
-    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "o"), "-c", str(ckpt), "--devices", "0,1"])
+    result = runner.invoke(app, ["batch", str(data), "-o", str(tmp_path / "o"), "-m", "auif", "-c", str(ckpt), "--devices", "0,1"])
     assert result.exit_code == 1 and "--devices 0,1: no CUDA GPU" in result.output
 
 

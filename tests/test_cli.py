@@ -24,7 +24,7 @@ def test_help_lists_commands_and_fuse_options():
     result = runner.invoke(app, ["fuse", "--help"])
     assert result.exit_code == 0
     for option in ("--output", "--model", "--checkpoint", "--device", "--tile", "--overlap", "--gray",
-                   "--bit-depth", "default: auif", "default: auto"):
+                   "--bit-depth", "auif-fusion", "default: auto"):
         assert option in result.output
 
 
@@ -38,7 +38,7 @@ def test_fuse_samples_with_shipped_weights(tmp_path):
 
 def test_fuse_with_official_checkpoint_folder(official_auif_dir, tmp_path):
     out = tmp_path / "fused.png"
-    result = runner.invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis.png"), "-o", str(out),
+    result = runner.invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis.png"), "-o", str(out), "-m", "auif",
                                  "--checkpoint", str(official_auif_dir), "--device", "cpu", "--tile", "128"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (240, 320)

@@ -13,7 +13,7 @@ from fusecli import create_model, fuse_images, read_image
 from fusecli.cli import app
 from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import CheckpointError
-from fusecli.models.auif_fusion import AUIFFusion, AUIFFusionConfig, warm_start_from_auif
+from fusecli.models.auif_fusion import AUIFFusion, AUIFFusionConfig, transfer_detail, warm_start_from_auif
 from fusecli.models.classical import _BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
 from fusecli.models._weights import find_card
 from fusecli.train import darken, intensity_gradient_loss
@@ -92,12 +92,12 @@ def test_untrained_network_is_the_per_pixel_average():
     warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
     ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
     with torch.no_grad():
-        assert torch.allclose(model(ir, vis), (ir + vis) / 2, atol=1e-6)
+        assert torch.allclose(model.network(ir, vis), (ir + vis) / 2, atol=1e-6)
     assert not hasattr(model, "decoder")  # the sources are fused directly
 
 
 def test_untrained_decoder_variant_averages_bases_and_adds_details():
-    model = AUIFFusion(AUIFFusionConfig(output="decoder")).eval()
+    model = AUIFFusion(AUIFFusionConfig(output="decoder", detail_levels=0)).eval()
     warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
     ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_untrained_decoder_variant_averages_bases_and_adds_details():
 
 
 def test_where_the_step_chooses_one_source_its_pixels_pass_unchanged():
-    model = AUIFFusion().eval()
+    model = AUIFFusion(AUIFFusionConfig(detail_levels=0)).eval()
     with torch.no_grad():
         model.fusion.net[-1].bias.copy_(torch.tensor([30.0, 0.0, 0.0]))  # w = 1, no detail: the ir image
     ir, vis = torch.rand(1, 1, 40, 44), torch.rand(1, 1, 40, 44)
@@ -141,7 +141,7 @@ def test_training_mode_keeps_batchnorm_statistics():
 
 def test_auif_fusion_tiles_exactly_within_its_receptive_radius():
     torch.manual_seed(0)
-    model = AUIFFusion().eval()
+    model = AUIFFusion(AUIFFusionConfig(detail_levels=0)).eval()
     warm_start_from_auif(model, find_card("auif.roadscene").load_state_dict())
     with torch.no_grad():
         model.fusion.net[-1].weight.normal_(0, 0.1)  # a non-trivial fusion step
@@ -151,6 +151,41 @@ def test_auif_fusion_tiles_exactly_within_its_receptive_radius():
     whole = fuse_tensors(model, [ir, vis])
     tiles = fuse_tensors(model, [ir, vis], tile=64)
     assert (whole - tiles).abs().max() < 1e-5
+
+
+def test_detail_transfer_of_the_average_is_the_laplacian_rule():
+    """With the average as the network's output, the detail step gives exactly the ``laplacian`` rule."""
+    a, b = torch.rand(1, 1, 96, 120), torch.rand(1, 1, 96, 120)
+    out = transfer_detail((a + b) / 2, a, b, 4, KERNEL)
+    assert torch.allclose(out, create_model("laplacian")(a, b), atol=1e-5)
+    assert torch.allclose(transfer_detail(a, a, a, 3, KERNEL), a, atol=1e-5)
+
+
+def test_the_default_model_is_auif_fusion_with_its_shipped_weights(tmp_path):
+    from fusecli.models import DEFAULT_MODEL
+    assert DEFAULT_MODEL == "auif-fusion"
+    assert create_model("auif-fusion").weights_info.startswith("auif-fusion.roadscene (sha256 ")
+    out = tmp_path / "f.png"
+    result = CliRunner().invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis_color.png"), "-o", str(out),
+                                      "-d", "cpu"])
+    assert result.exit_code == 0, result.output
+    fused, _ = read_image(out)
+    expect = fuse_images(create_model("auif-fusion"), [read_image(SAMPLES / "ir.png")[0],
+                                                         read_image(SAMPLES / "vis_color.png")[0]])
+    assert (fused - expect).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_a_dark_pair_is_not_fused_darker_than_its_sources():
+    """The night failure of AUIF's Sum rule: dark visible, dim infrared. The default keeps (about) the
+    brighter source's level and the warm target."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(128.0), indexing="ij")
+    vis = (0.06 + 0.03 * torch.rand(1, 1, 96, 128, generator=g)).clamp(0, 1)           # ~15/255, near black
+    ir = (0.10 + 0.5 * torch.exp(-((yy - 48) ** 2 + (xx - 64) ** 2) / 200))[None, None]  # a warm target
+    with torch.no_grad():
+        fused = create_model("auif-fusion")(ir, vis)
+    assert fused.mean() >= max(ir.mean(), vis.mean()) - 2 / 255
+    assert fused[0, 0, 48, 64] > 0.5  # the target stays bright
 
 
 # --- the recipe -----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..models import DEFAULT_MODEL
+
 from pathlib import Path
 
 import typer
@@ -33,7 +35,7 @@ def batch(
                                           "near/+far/). Pairs are matched by file stem.", show_default=False),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder: OUT/<stem>.<ext> and "
                                        "OUT/manifest.json.", show_default=False),
-    model: str = typer.Option("auif", "--model", "-m", help="Model name (see `fusecli models`)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name (see `fusecli models`)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder "
                                            "(default: the model's shipped weights).", show_default=False),
     weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..models import DEFAULT_MODEL
+
 from pathlib import Path
 
 import typer
@@ -25,7 +27,7 @@ def fuse(
                                 "(.png, .jpg, .tif, .bmp). For cscfuse-msf the output cube: .npy, .tif "
                                 "(one page per band) or a folder of band PNGs. Never overwrites an input.",
                                 show_default=False),
-    model: str = typer.Option("auif", "--model", "-m", help="Model name (see `fusecli models`)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name (see `fusecli models`)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder: "
                                            "fusecli's own or the authors' official files. Default: the "
                                            "model's shipped weights.", show_default=False),

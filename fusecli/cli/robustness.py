@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..models import DEFAULT_MODEL
+
 from pathlib import Path
 
 import typer
@@ -30,7 +32,7 @@ def _checkpoints(values: list[str], models: list[str]) -> dict[str, str]:
 def robustness(
     dataset: Path = typer.Argument(..., help="Dataset folder with role sub-folders (ir/ vis/ ...).",
                                    show_default=False),
-    models: str = typer.Option("auif", "--models", "-m", help="Models to compare, comma-separated."),
+    models: str = typer.Option(DEFAULT_MODEL, "--models", "-m", help="Models to compare, comma-separated."),
     kinds: str = typer.Option("haze,rain", "--kinds", "-k", help="Degradations to sweep, comma-separated; "
                               "a+b composes two kinds in one sweep. See `fusecli degrade --help`."),
     levels: str = typer.Option("0-5", "--levels", "-l", help="Severity levels: 0 (clean) to 5, e.g. 0-5 or 0,2,4."),

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, UnknownNameError
 from ._weights import Card, find_card, load_state_dict, read_card
 
-__all__ = ["ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model", "Card"]
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model", "Card"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
+
+#: the model of ``fusecli fuse`` / ``batch`` / ``robustness`` without ``--model``: the infrared-visible
+#: default, chosen by ``benchmarks/ivf_default.py`` (day and night pairs, the lowlight sweep)
+DEFAULT_MODEL = "auif-fusion"
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
@@ -202,7 +206,7 @@ register_model(ModelEntry(
     paper="fusecli: AUIF's unrolled encoders (Zhao et al., TCSVT 2021) with a learned fusion step, trained end "
           "to end as a fusion network (intensity + gradient loss, darkened visible images)",
     convert_official=_auif_fusion.convert_official,
-    default_weights=None,
+    default_weights="auif-fusion.roadscene",
     official_hint="auif-fusion is fusecli's model: only checkpoints written by `fusecli train auif-fusion` load.",
 ))
 

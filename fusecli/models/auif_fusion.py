@@ -44,9 +44,11 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from .auif import Stage, normalized_laplacian
+from .classical import BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
 from .layers import box_blur
 
-__all__ = ["AUIFFusionConfig", "FusionStep", "AUIFFusion", "convert_official", "warm_start_from_auif"]
+__all__ = ["AUIFFusionConfig", "FusionStep", "AUIFFusion", "transfer_detail", "convert_official",
+           "warm_start_from_auif"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class AUIFFusionConfig:
             detail encodings with learned per-pixel gains (no decoder: source pixels pass through
             unchanged where one source is chosen); ``"decoder"``: AUIF's decoder maps the fused base
             plus fused detail encodings to the image.
+        detail_levels: the finest N levels of the output's Laplacian pyramid are replaced by the
+            larger-magnitude coefficient of the two sources (:func:`transfer_detail`; the ``laplacian``
+            rule's detail selection); 0 returns the network's output as it is. The network decides
+            intensities (which source, how bright); the fine detail comes from whichever source has
+            more. With noisy sources (a dark, grainy visible frame) this also transfers the noise:
+            ``detail_levels=0`` (weights card ``auif-fusion.roadscene-smooth``) keeps the network's
+            own, cleaner detail.
     """
 
     layers: int = 10
@@ -70,8 +79,11 @@ class AUIFFusionConfig:
     operator: str = "composed"
     head_channels: int = 16
     output: str = "sources"
+    detail_levels: int = 3
 
     def __post_init__(self) -> None:
+        if not 0 <= self.detail_levels <= 8:
+            raise ConfigError(f"auif-fusion detail_levels must be 0..8, got {self.detail_levels}")
         if self.output not in ("sources", "decoder"):
             raise ConfigError(f"auif-fusion output must be 'sources' or 'decoder', got {self.output!r}")
         if self.operator not in ("composed", "direct"):
@@ -148,13 +160,18 @@ class AUIFFusion(nn.Module):
             self.decoder = nn.Sequential(
                 nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
             )
+        #: the pyramid's binomial filter (a buffer: not trained, moves with the model)
+        self.register_buffer("kernel", torch.tensor(BINOMIAL), persistent=False)
         #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
         self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
 
     @property
-    def receptive_radius(self) -> int:
-        """Pixels of context one output pixel depends on (for exact tiling)."""
+    def receptive_radius(self) -> int | None:
+        """Pixels of context one output pixel depends on (exact tiling); None with the pyramid detail
+        step, whose levels depend on the image size (tiles then overlap and blend)."""
         c = self.config
+        if c.detail_levels:
+            return None
         return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + 1 + FusionStep.radius
 
     def train(self, mode: bool = True) -> AUIFFusion:
@@ -175,13 +192,37 @@ class AUIFFusion(nn.Module):
             detail = stage(detail, img)
         return base, detail
 
-    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    def network(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        """The trained part: encoders, fusion step (and decoder). (B, 1, H, W) in, (B, 1, H, W) in [0, 1] out."""
         b = ir.shape[0]
         base, detail = self.encode(torch.cat([ir, vis], dim=0))  # both sources in one batch
         fused = self.fusion(base[:b], base[b:], detail[:b], detail[b:], ir, vis)
         if self.config.output == "decoder":
             return self.decoder(fused[0] + fused[1])
         return fused.clamp(0, 1)
+
+    def forward(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+        fused = self.network(ir, vis)
+        if self.config.detail_levels:
+            fused = transfer_detail(fused, ir, vis, self.config.detail_levels, self.kernel)
+        return fused
+
+
+def transfer_detail(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor, levels: int,
+                    kernel: torch.Tensor) -> torch.Tensor:
+    """Replace the finest ``levels`` Laplacian-pyramid levels of ``fused`` by the larger-magnitude
+    coefficient of ``a`` and ``b`` (fewer levels on small images: :func:`usable_levels`).
+
+    All (B, 1, H, W) in [0, 1]; returns (B, 1, H, W) clamped to [0, 1]. Parameter-free.
+    """
+    n = usable_levels(fused.shape[-2], fused.shape[-1], levels)
+    if n == 0:
+        return fused
+    pf = laplacian_pyramid(fused, n, kernel)
+    ps = laplacian_pyramid(torch.cat([a, b], dim=0), n, kernel)
+    k = a.shape[0]
+    bands = [torch.where(p[:k].abs() >= p[k:].abs(), p[:k], p[k:]) for p in ps[:-1]]
+    return collapse_pyramid(bands + [pf[-1]], kernel).clamp(0, 1)
 
 
 def warm_start_from_auif(model: AUIFFusion, state: dict[str, torch.Tensor]) -> list[str]:

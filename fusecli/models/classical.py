@@ -35,7 +35,8 @@ __all__ = ["ClassicalConfig", "LaplacianConfig", "AverageFusion", "MaxFusion", "
            "laplacian_pyramid", "collapse_pyramid", "convert_official"]
 
 #: the binomial filter of Burt & Adelson's pyramid (a = 0.375), separable
-_BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+BINOMIAL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+_BINOMIAL = BINOMIAL
 
 
 @dataclass(frozen=True)

@@ -327,11 +327,12 @@ def intensity_gradient_loss(fused: torch.Tensor, a: torch.Tensor, b: torch.Tenso
 
 def _auif_fusion_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, step: int, intensity: float,
                       gradient: float, dark_p: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Darken some visible crops (:func:`darken`), fuse, :func:`intensity_gradient_loss` to the
-    (darkened) sources."""
+    """Darken some visible crops (:func:`darken`), fuse with the network (without the parameter-free
+    pyramid detail step), :func:`intensity_gradient_loss` to the (darkened) sources."""
     ir, vis = batch
     vis = darken(vis, p=dark_p)
-    return intensity_gradient_loss(model(ir, vis), ir, vis, intensity=intensity, gradient=gradient)
+    # the trained part only: the pyramid detail step (detail_levels) has no parameters
+    return intensity_gradient_loss(model.network(ir, vis), ir, vis, intensity=intensity, gradient=gradient)
 
 
 def _auif_fusion_warm_start(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
