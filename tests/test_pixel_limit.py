@@ -221,20 +221,24 @@ def test_cube_readers_count_every_band(tmp_path):
 
 # --- the pixel limit on the command line: a real process, its time and memory ---------------------------
 
+#: runs ``python -m fusecli ARGS`` as its own child and prints that child's exit code, CPU time and peak
+#: RSS. The launcher is a small fresh process: Linux keeps ru_maxrss across exec, so a child forked
+#: straight from a large pytest process would report pytest's size as its own peak.
+_LAUNCHER = """
+import json, os, subprocess, sys
+p = subprocess.Popen([sys.executable, "-m", "fusecli", *sys.argv[1:]], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss]))
+"""
+
+
 def _run_measured(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """Run ``fusecli ARGS`` in a fresh process; return (exit code, stderr, CPU seconds, peak RSS in MiB)
-    of that process alone (``os.wait4``, not the pytest process's other children)."""
+    of that process alone (measured by a small launcher process, see :data:`_LAUNCHER`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
-    with open(cwd / ".stderr", "w+b") as errors:
-        process = subprocess.Popen([sys.executable, "-m", "fusecli", *args], cwd=cwd, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        errors.seek(0)
-        text = errors.read().decode()
-    (cwd / ".stderr").unlink()
-    peak = usage.ru_maxrss / 1024  # KiB on Linux
-    return process.returncode, text, usage.ru_utime + usage.ru_stime, peak
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, *args], cwd=cwd, env=env, capture_output=True)
+    code, cpu, maxrss = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return code, done.stderr.decode(), cpu, maxrss / 1024  # KiB on Linux
 
 
 def _files(folder: Path) -> dict[str, bytes]:
