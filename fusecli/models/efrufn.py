@@ -56,6 +56,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..tiling import pad_to_multiple
 from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder
+from .layers import channels_last
 
 __all__ = ["EFRUFNConfig", "EFRUFN", "SolverInfo", "anderson", "fixed_point", "convert_official"]
 
@@ -142,6 +143,7 @@ def anderson(
     m: int = 6,
     lam: float = 1e-4,
     beta: float = 1.0,
+    lean: bool = True,
 ) -> tuple[torch.Tensor, SolverInfo]:
     """Anderson acceleration (type II, Walker & Ni 2011) of the fixed-point iteration ``x = f(x)``.
 
@@ -160,6 +162,11 @@ def anderson(
         tol: stop when ``max_b`` of the residual is below it (``stop_mode`` as :func:`fixed_point`).
         m: history length. lam: Tikhonov regularisation of the mixing system, relative to the mean
             squared residual of the history. beta: mixing damping.
+        lean: keep the residuals ``f(x_i) - x_i`` from one step to the next, only
+            ``min(m, max_iter)`` history slots and the iterates only when ``beta != 1``; False
+            recomputes the residuals from the stored iterates every step (the original
+            formulation). The arithmetic is the same operation for operation (the Gram matrix is
+            still one batched product of the residuals): the results are equal.
 
     Returns:
         The solution (shaped like ``x0``) and a :class:`SolverInfo`.
@@ -170,6 +177,8 @@ def anderson(
     if max_iter < 3:
         out, info = fixed_point(f, x0, max_iter, tol, stop_mode)
         return out, info
+    if lean:
+        return _anderson_lean(f, x0, max_iter, tol, stop_mode, m, lam, beta)
     bsz = x0.shape[0]
     flat = lambda t: t.reshape(bsz, -1)  # noqa: E731
     dim = x0[0].numel()
@@ -227,6 +236,74 @@ def anderson(
                            float(best_rel.max()), stop_best < tol, tuple(trace))
 
 
+def _anderson_lean(f, x0, max_iter, tol, stop_mode, m, lam, beta) -> tuple[torch.Tensor, SolverInfo]:
+    """:func:`anderson` with ``lean=True``: the residuals G_i = f(x_i) - x_i are kept (not
+    recomputed from the iterates each step), the iterates only when ``beta != 1``."""
+    bsz = x0.shape[0]
+    flat = lambda t: t.reshape(bsz, -1)  # noqa: E731
+    slots = min(m, max_iter)  # the history never holds more than the evaluations
+    Fx = x0.new_empty(bsz, slots, x0[0].numel())
+    G = torch.empty_like(Fx)
+    X = torch.empty_like(Fx) if beta != 1 else None
+
+    def store(slot: int, x: torch.Tensor, fx: torch.Tensor) -> None:
+        Fx[:, slot] = fx
+        torch.sub(fx, x, out=G[:, slot])
+        if X is not None:
+            X[:, slot] = x
+
+    x = flat(x0)
+    store(0, x, flat(f(x0)))
+    store(1, Fx[:, 0], flat(f(Fx[:, 0].view_as(x0))))
+    trace: list[float] = []
+    best = Fx[:, 1].clone()
+    a = G[:, 1].norm(dim=1)
+    r = a / (Fx[:, 1].norm(dim=1) + 1e-8)
+    best_abs, best_rel = a.clone(), r.clone()
+    trace.append(float((a if stop_mode == "abs" else r).max()))
+    H = x0.new_zeros(bsz, m + 1, m + 1)
+    H[:, 0, 1:] = H[:, 1:, 0] = 1
+    y = x0.new_zeros(bsz, m + 1, 1)
+    y[:, 0] = 1
+    evals, fell_back = 2, False
+    while evals < max_iter and trace[-1] >= tol:
+        k = evals
+        n = min(k, m)
+        gram = G[:, :n] @ G[:, :n].transpose(1, 2)
+        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(x0.dtype).tiny)
+        H[:, 1:n + 1, 1:n + 1] = gram + (lam * scale)[:, None, None] * torch.eye(n, dtype=x0.dtype, device=x0.device)
+        try:
+            alpha = torch.linalg.solve(H[:, :n + 1, :n + 1], y[:, :n + 1])[:, 1:n + 1, 0]
+        except RuntimeError:  # singular system (torch.linalg.LinAlgError is a RuntimeError)
+            alpha = None
+        if alpha is None or not torch.isfinite(alpha).all():
+            fell_back = True
+            break
+        x_new = (alpha[:, None] @ Fx[:, :n])[:, 0]
+        if X is not None:
+            x_new = beta * x_new + (1 - beta) * (alpha[:, None] @ X[:, :n])[:, 0]
+        slot = k % m
+        store(slot, x_new, flat(f(x_new.view_as(x0))))
+        evals += 1
+        a = G[:, slot].norm(dim=1)
+        r = a / (Fx[:, slot].norm(dim=1) + 1e-8)
+        stop = a if stop_mode == "abs" else r
+        trace.append(float(stop.max()))
+        better = stop < (best_abs if stop_mode == "abs" else best_rel)
+        best[better] = Fx[better, slot]
+        best_abs = torch.where(better, a, best_abs)
+        best_rel = torch.where(better, r, best_rel)
+    out = best.view_as(x0)
+    if fell_back:
+        rest, info = fixed_point(f, out, max_iter - evals, tol, stop_mode) if evals < max_iter else (out, None)
+        if info is not None:
+            return rest, SolverInfo("anderson+fixed-point", evals + info.iterations, info.residual,
+                                    info.relative_residual, info.converged, tuple(trace) + info.trace)
+    stop_best = float((best_abs if stop_mode == "abs" else best_rel).max())
+    return out, SolverInfo("anderson+fixed-point" if fell_back else "anderson", evals, float(best_abs.max()),
+                           float(best_rel.max()), stop_best < tol, tuple(trace))
+
+
 @dataclass(frozen=True)
 class EFRUFNConfig:
     """Hyper-parameters of EFRUFN; the defaults are the published model and the authors' solver.
@@ -247,6 +324,10 @@ class EFRUFNConfig:
         anderson_m: Anderson history (6). anderson_lam: its regularisation (1e-4).
         phantom_steps: differentiable applications of the map after the solve in training (1:
             the 1-step gradient of eq. 20). phantom_tau: their damping (1.0).
+        impl: ``"fast"`` (the cell's fast path, :mod:`fusecli.models.swin_fast`; the solver keeps
+            the state channels-last and its history lean, :func:`anderson` ``lean=True``) or
+            ``"reference"`` (the original formulation of both; the test oracle). Same solver
+            settings and maths; outputs equal to float rounding.
     """
 
     channels: int = 32
@@ -266,6 +347,7 @@ class EFRUFNConfig:
     anderson_lam: float = 1e-4
     phantom_steps: int = 1
     phantom_tau: float = 1.0
+    impl: str = "fast"
 
     def __post_init__(self) -> None:
         if self.update not in UPDATES:
@@ -285,7 +367,7 @@ class EFRUFNConfig:
     def frufn(self) -> FRUFNConfig:
         """The FRUFN config of the shared cell."""
         return FRUFNConfig(self.channels, 1, self.depth, self.heads, self.glt_window, self.mask_window,
-                           self.mlp_ratio, self.reference_size)
+                           self.mlp_ratio, self.reference_size, self.impl)
 
 
 class EFRUFN(nn.Module):
@@ -326,6 +408,8 @@ class EFRUFN(nn.Module):
         ``F1`` and the visible features ``F2`` (B, C, H, W each); returns cat(F', M')."""
         base = f2 if self.config.update == "inject" else None
         f, m = self.cell(z[:, :-1], f1, z[:, -1:], base=base)
+        if self.config.impl == "fast":
+            return torch.cat([f, channels_last(m)], dim=1)  # channels-last in, channels-last out
         return torch.cat([f, m], dim=1)
 
     def initial_state(self, f_vis: torch.Tensor, f_ir: torch.Tensor) -> torch.Tensor:
@@ -346,10 +430,15 @@ class EFRUFN(nn.Module):
         """Fixed point of :meth:`fixed_point_map` from ``z0`` (no autograd); returns (z*, info)."""
         c = self.config
         iters = c.solver_iters if iters is None else iters
-        fn = lambda z: self.fixed_point_map(z, f1, f2)  # noqa: E731
+        fast = c.impl == "fast"
+        # the solver's vectors stay in (B, C+1, H, W) order on both paths: its norms and Gram
+        # matrices are then the same sums, and the solve (only 5 steps from a rough start, so
+        # sensitive to them) follows the reference path's
+        fn = lambda z: self.fixed_point_map(z, f1, f2).contiguous()  # noqa: E731
         with torch.no_grad():
             if c.solver == "anderson":
-                return anderson(fn, z0, iters, c.tol, c.stop_mode, c.anderson_m, c.anderson_lam)
+                return anderson(fn, z0.contiguous(), iters, c.tol, c.stop_mode, c.anderson_m, c.anderson_lam,
+                                lean=fast)
             return fixed_point(fn, z0, iters, c.tol, c.stop_mode)
 
     def forward_with_info(
@@ -366,6 +455,8 @@ class EFRUFN(nn.Module):
             raise ConfigError(f"solver_iters must be at least 1, got {solver_iters}")
         h, w = ir.shape[-2:]
         ir, vis = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vis, self.pad_multiple)
+        if self.config.impl == "fast":
+            ir, vis = channels_last(ir), channels_last(vis)
         f1, f_vis = self.enc_ir(ir), self.enc_vis(vis)
         with torch.no_grad():
             z0 = self.initial_state(f_vis, f1)

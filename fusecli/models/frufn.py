@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..tiling import pad_to_multiple
-from .layers import ResBlock, UFCell
+from .layers import IMPLS, ResBlock, UFCell, channels_last
 
 __all__ = ["FRUFNConfig", "FRUFN", "convert_official", "convert_cell", "check_pair"]
 
@@ -63,6 +63,9 @@ class FRUFNConfig:
         mlp_ratio: Swin-V2 MLP expansion (3).
         reference_size: the square size whose shifted-window masks are stored as buffers
             (Swin2SR's ``input_resolution``: 128; only matters for checkpoint compatibility).
+        impl: ``"fast"`` (window attention in cache-sized channel-major chunks, channels-last
+            maps: :mod:`fusecli.models.swin_fast`) or ``"reference"`` (the Swin2SR formulation as
+            written; the test oracle). Same parameters and maths; outputs equal to float rounding.
     """
 
     channels: int = 32
@@ -73,8 +76,11 @@ class FRUFNConfig:
     mask_window: int = 4
     mlp_ratio: float = 3.0
     reference_size: int = 128
+    impl: str = "fast"
 
     def __post_init__(self) -> None:
+        if self.impl not in IMPLS:
+            raise ConfigError(f"FRUFN impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         if self.channels < 1 or self.cells < 1 or self.depth < 1:
             raise ConfigError("FRUFN needs at least one channel, one cell and one Swin block")
         if self.channels % self.heads:
@@ -84,7 +90,7 @@ class FRUFNConfig:
 
     def cell(self) -> UFCell:
         return UFCell(self.channels, self.depth, self.heads, self.glt_window, self.mask_window,
-                      self.mlp_ratio, self.reference_size)
+                      self.mlp_ratio, self.reference_size, self.impl)
 
     @property
     def pad_multiple(self) -> int:
@@ -141,6 +147,8 @@ class FRUFN(nn.Module):
         check_pair(ir, vis)
         h, w = ir.shape[-2:]
         ir, vis = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vis, self.pad_multiple)
+        if self.config.impl == "fast":
+            ir, vis = channels_last(ir), channels_last(vis)
         f1, f = self.enc_ir(ir), self.enc_vis(vis)  # F1 = T1(infrared), F(1) = F2 = T2(visible)
         m = f.new_zeros(f.shape[0], 1, *f.shape[-2:])
         for cell in self.cells:

@@ -27,11 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from .swin_fast import swin_layer_fast
 
 __all__ = ["box_blur", "SoftThreshold", "DCU", "box_mean", "guided_filter_coefficients", "guided_filter",
            "guided_filter_plane", "box_guided_filter_plane",
            "ResBlock", "GRN", "ConvNeXtV2Block", "shifted_window_mask", "WindowAttentionV2", "SwinV2Block",
-           "SwinV2Layer", "GlobalLocalTransform", "MaskGenerator", "UFCell"]
+           "SwinV2Layer", "GlobalLocalTransform", "MaskGenerator", "UFCell", "IMPLS"]
+
 
 
 def box_blur(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -290,6 +292,24 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 # definitions; parameter and buffer names follow the reference implementations so official
 # checkpoints load. Tokens are (B, H*W, C) in row-major pixel order.
 
+#: implementations of FRUFN's cell: ``"fast"`` (:mod:`fusecli.models.swin_fast`, channels-last)
+#: and ``"reference"`` (the Swin2SR formulation as written, kept as the test oracle)
+IMPLS = ("fast", "reference")
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ConfigError(f"FRUFN implementation must be one of {', '.join(IMPLS)}, got {impl!r}")
+    return impl
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) with channels-last strides (no copy when it has them). A one-channel tensor
+    counts as channels-last for ``is_contiguous`` either way, but convolutions follow its strides."""
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
 
 class ResBlock(nn.Module):
     """``x + conv(relu(conv(x)))`` with two 3x3 zero-padded convolutions (with bias).
@@ -303,7 +323,7 @@ class ResBlock(nn.Module):
                                   nn.Conv2d(channels, channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.main(x)
+        return self.main(x).add_(x)  # = x + main(x); the fresh conv output is updated in place
 
 
 class GRN(nn.Module):
@@ -314,7 +334,13 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """``fast``: the same formula as one pass, ``x * (gamma * nx + 1) + beta``, with the norm
+        as a sum of squares (equal to float rounding)."""
+        if fast:
+            gx = x.square().sum(dim=(1, 2), keepdim=True).sqrt()
+            nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
+            return torch.addcmul(self.beta, x, torch.addcmul(torch.ones_like(nx), self.gamma, nx))
         gx = torch.norm(x, p=2, dim=(1, 2), keepdim=True)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)
         return self.gamma * (x * nx) + self.beta + x
@@ -336,9 +362,12 @@ class ConvNeXtV2Block(nn.Module):
         self.grn = GRN(expansion * dim)
         self.pwconv2 = nn.Linear(expansion * dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """``fast``: GRN in one pass (:meth:`GRN.forward`); for channels-last ``x`` no copies."""
         y = self.dwconv(x).permute(0, 2, 3, 1)
-        y = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(y)))))
+        y = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(y))), fast))
+        if fast:
+            return y.permute(0, 3, 1, 2).add_(x)  # = x + y, in the fresh output's (channels-last) memory
         return x + y.permute(0, 3, 1, 2)
 
 
@@ -508,10 +537,14 @@ class SwinV2Layer(nn.Module):
             SwinV2Block(dim, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, reference_size)
             for i in range(depth))
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    def check_size(self, hw: tuple[int, int]) -> None:
+        """Raise ShapeError unless ``hw = (H, W)`` are multiples of the window."""
         if hw[0] % self.window or hw[1] % self.window:
             raise ShapeError(f"Swin-V2 layer: feature size {hw[1]}x{hw[0]} is not a multiple of the "
                              f"window {self.window}; pad the input first")
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        self.check_size(hw)
         for blk in self.blocks:
             x = blk(x, hw)
         return x
@@ -523,17 +556,24 @@ class GlobalLocalTransform(nn.Module):
 
     The convolutions around it belong to the caller (the UF cell's ``in_conv`` / ``out_conv``,
     the mask generator's ``tran`` / ``proj_out1``), so that key names match the authors' code.
+    ``impl="fast"`` runs :func:`~fusecli.models.swin_fast.swin_layer_fast` (same maths, output in
+    channels-last memory format), ``"reference"`` the token-tensor formulation.
     Shapes: (B, C, H, W) -> (B, C, H, W), H and W multiples of ``window``.
     """
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, reference_size: int):
+    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, reference_size: int,
+                 impl: str = "fast"):
         super().__init__()
+        self.impl = _check_impl(impl)
         self.in_ln = nn.LayerNorm(dim)
         self.glo = SwinV2Layer(dim, depth, heads, window, mlp_ratio, reference_size)
         self.out_ln = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if self.impl == "fast":
+            self.glo.check_size((h, w))
+            return swin_layer_fast(self.glo, x, self.in_ln, self.out_ln)
         t = self.out_ln(self.glo(self.in_ln(x.flatten(2).transpose(1, 2)), (h, w)))
         return t.transpose(1, 2).reshape(b, c, h, w)
 
@@ -550,16 +590,19 @@ class MaskGenerator(nn.Module):
     (3x3 conv, C -> 2); softmax over the two channels; channel 1 is the mask.
 
     Shapes: residual (B, C, H, W) and mask (B, 1, H, W) -> mask (B, 1, H, W) in (0, 1); H and W
-    multiples of 8 (and of ``window``).
+    multiples of 8 (and of ``window``). ``impl`` as :class:`GlobalLocalTransform` (``"fast"`` also
+    keeps every map channels-last and takes the two-channel softmax as ``sigmoid(y1 - y0)``).
     """
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, reference_size: int):
+    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, reference_size: int,
+                 impl: str = "fast"):
         super().__init__()
+        self.impl = _check_impl(impl)
         self.proj_in = nn.Conv2d(dim + 1, dim, 3, padding=1)
         self.fe2, self.fe4, self.fe8 = ConvNeXtV2Block(dim), ConvNeXtV2Block(dim), ConvNeXtV2Block(dim)
         self.tran = nn.Conv2d(4 * dim, dim, 3, padding=1)
         self.proj_out1 = nn.Conv2d(dim, 2, 3, padding=1)
-        self.glt = GlobalLocalTransform(dim, depth, heads, window, mlp_ratio, reference_size)
+        self.glt = GlobalLocalTransform(dim, depth, heads, window, mlp_ratio, reference_size, impl)
 
     @staticmethod
     def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -569,12 +612,22 @@ class MaskGenerator(nn.Module):
         h, w = residual.shape[-2:]
         if h % 8 or w % 8:
             raise ShapeError(f"FRUFN mask generator: feature size {w}x{h} is not a multiple of 8; pad the input")
+        fast = self.impl == "fast"
+        if fast:
+            residual, mask = channels_last(residual), channels_last(mask)
         x = self.proj_in(torch.cat([residual, mask], dim=1))
-        x2 = self.fe2(self._pool(x))  # each level is pooled from the previous level's block output
-        x4 = self.fe4(self._pool(x2))
-        x8 = self.fe8(self._pool(x4))
+        # each level is pooled from the previous level's block output; the fast pool skips the copy
+        # of the reflect padding: a reflected border row repeats the row next to it, which the
+        # 3x3 window holds anyway, so zero-cost "-inf" padding gives the same maxima exactly
+        pool = (lambda t: F.max_pool2d(t, 3, stride=2, padding=1)) if fast else self._pool
+        x2 = self.fe2(pool(x), fast)
+        x4 = self.fe4(pool(x2), fast)
+        x8 = self.fe8(pool(x4), fast)
         up = [F.interpolate(level, size=(h, w), mode="bilinear", align_corners=False) for level in (x8, x4, x2)]
         y = self.glt(self.tran(torch.cat([*up, x], dim=1)))
+        if fast:  # softmax over two channels, channel 1 = sigmoid(y1 - y0)
+            logits = self.proj_out1(y)
+            return torch.sigmoid(logits[:, 1:2] - logits[:, 0:1])
         return torch.softmax(self.proj_out1(y), dim=1)[:, 1:2]
 
 
@@ -591,16 +644,19 @@ class UFCell(nn.Module):
     Args: ``forward(f, f1, m, base=None)`` with the state ``f`` and the other source's features
     ``f1`` (B, C, H, W) and the previous mask ``m`` (B, 1, H, W); H, W multiples of 8. With
     ``base`` (B, C, H, W) the update is added to ``base`` instead of ``f`` (``F' = base + M' * T``:
-    EFRUFN's input-injected map). Returns (F', M').
+    EFRUFN's input-injected map). Returns (F', M'). ``impl``: ``"fast"`` (default; maps in
+    channels-last memory format, :mod:`fusecli.models.swin_fast`) or ``"reference"``; the same
+    parameters and maths, results equal to float rounding.
     """
 
     def __init__(self, dim: int = 32, depth: int = 2, heads: int = 8, glt_window: int = 2,
-                 mask_window: int = 4, mlp_ratio: float = 3.0, reference_size: int = 128):
+                 mask_window: int = 4, mlp_ratio: float = 3.0, reference_size: int = 128, impl: str = "fast"):
         super().__init__()
+        self.impl = _check_impl(impl)
         self.in_conv = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
-        self.glt = GlobalLocalTransform(dim, depth, heads, glt_window, mlp_ratio, reference_size)
+        self.glt = GlobalLocalTransform(dim, depth, heads, glt_window, mlp_ratio, reference_size, impl)
         self.out_conv = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
-        self.mask = MaskGenerator(dim, depth, heads, mask_window, mlp_ratio, reference_size)
+        self.mask = MaskGenerator(dim, depth, heads, mask_window, mlp_ratio, reference_size, impl)
 
     def transform(self, residual: torch.Tensor) -> torch.Tensor:
         """T(R): (B, C, H, W) -> (B, C, H, W)."""
@@ -608,6 +664,11 @@ class UFCell(nn.Module):
 
     def forward(self, f: torch.Tensor, f1: torch.Tensor, m: torch.Tensor,
                 base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.impl == "fast":  # channels-last maps, F' = base + M' * T(R) as one addcmul
+            f, f1 = channels_last(f), channels_last(f1)
+            residual = (f1 - f).relu_()
+            m = self.mask(residual, m)
+            return torch.addcmul(f if base is None else base, m, self.transform(residual)), m
         residual = torch.relu(f1 - f)
         m = self.mask(residual, m)
         return (f if base is None else base) + m * self.transform(residual), m
