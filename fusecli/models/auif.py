@@ -54,7 +54,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from .layers import box_blur
 
-__all__ = ["AUIFConfig", "Stage", "AUIF", "calibrate_sum_offset", "convert_official"]
+__all__ = ["AUIFConfig", "Stage", "AUIF", "unrolled_encode", "calibrate_sum_offset", "convert_official"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,19 @@ class Stage(nn.Module):
         return x - self.eta * (self.rest(gram) - self.theta * (img - x))
 
 
+def unrolled_encode(img: torch.Tensor, base_stages, detail_stages, blur_size: int,
+                    laplacian_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AUIF's two unrolled encoders: the base encoder's stages from a box blur of ``img``, the detail
+    encoder's from its normalised Laplacian. img: (B, 1, H, W); returns (base, detail), each (B, 1, H, W)."""
+    base = box_blur(img, blur_size)
+    for stage in base_stages:
+        base = stage(base, img)
+    detail = normalized_laplacian(img, laplacian_size)
+    for stage in detail_stages:
+        detail = stage(detail, img)
+    return base, detail
+
+
 class AUIF(nn.Module):
     """AUIF fusion network: two unrolled encoders, a decoder, and a fusion rule.
 
@@ -238,13 +251,7 @@ class AUIF(nn.Module):
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base and detail features of ``img`` (B, 1, H, W); each (B, 1, H, W)."""
-        base = box_blur(img, self.config.blur_size)
-        for stage in self.base:
-            base = stage(base, img)
-        detail = normalized_laplacian(img, self.config.laplacian_size)
-        for stage in self.detail:
-            detail = stage(detail, img)
-        return base, detail
+        return unrolled_encode(img, self.base, self.detail, self.config.blur_size, self.config.laplacian_size)
 
     def decode(self, base: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
         return self.forward_pointwise(self._decoder_conv(base + detail))

@@ -43,9 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .auif import Stage, normalized_laplacian
+from .auif import Stage, unrolled_encode
 from .classical import BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
-from .layers import box_blur
 
 __all__ = ["AUIFFusionConfig", "FusionStep", "AUIFFusion", "transfer_detail", "convert_official",
            "warm_start_from_auif"]
@@ -184,13 +183,8 @@ class AUIFFusion(nn.Module):
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base and detail encodings of ``img`` (B, 1, H, W); each (B, 1, H, W). As AUIF's."""
-        base = box_blur(img, self.config.blur_size)
-        for stage in self.base:
-            base = stage(base, img)
-        detail = normalized_laplacian(img, self.config.laplacian_size)
-        for stage in self.detail:
-            detail = stage(detail, img)
-        return base, detail
+        c = self.config
+        return unrolled_encode(img, self.base, self.detail, c.blur_size, c.laplacian_size)
 
     def network(self, ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
         """The trained part: encoders, fusion step (and decoder). (B, 1, H, W) in, (B, 1, H, W) in [0, 1] out."""
