@@ -22,8 +22,9 @@ no autograd) differently:
   ``sign(z) relu(|z| - theta)`` as ``z - clamp(z, -theta+, theta+) - theta- sign(z)`` with
   ``theta+ = max(theta, 0)``, ``theta- = min(theta, 0)`` (an unclamped negative threshold widens
   instead of shrinking, as in the reference).
-* :func:`run_parallel` runs independent chains (two sources, two branches) on the CPU cores side by
-  side, one intra-op thread each: the small per-block operations then never wait for each other.
+* Independent chains (two sources, two branches) run side by side on the CPU cores, one intra-op
+  thread each (:func:`~fusecli.models._tasks.run_parallel`): the small per-block operations then
+  never wait for each other.
 
 The results equal the reference path to float rounding (another summation order); the models keep
 their reference path (``path="reference"``) as the test oracle.
@@ -31,17 +32,14 @@ their reference path (``path="reference"``) as the test oracle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import NamedTuple, TypeVar
+from collections.abc import Sequence
+from typing import NamedTuple
 
-import cv2
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._tasks import run_parallel, task_threads
 from .layers import DCU, SoftThreshold
 
 __all__ = ["Activation", "FoldedUnit", "fold_bn", "fold_activation", "fold_dcu", "fold_first", "run_chain",
@@ -49,9 +47,6 @@ __all__ = ["Activation", "FoldedUnit", "fold_bn", "fold_activation", "fold_dcu",
 
 #: elements of a code updated per step: 1 MiB of float32 (one core's L2), 4096 rows of 64 channels
 BLOCK_ELEMENTS = 1 << 18
-
-T = TypeVar("T")
-
 
 class Activation(NamedTuple):
     """A DCU activation in the form :func:`_activate` applies in place; tensors (C,).
@@ -223,52 +218,3 @@ def run_chain(first_input: torch.Tensor, data: torch.Tensor, first: FoldedUnit, 
         nxt = chain[i + 1] if i + 1 < len(chain) else None
         _step(y, _taps(source, taps), unit, nxt, proj, planar_rows, block)
     return y
-
-
-#: set inside :func:`task_threads`: the intra-op thread count it replaced (the workers of run_parallel)
-_WORKERS: ContextVar[int | None] = ContextVar("fusecli_task_workers", default=None)
-
-
-@contextmanager
-def task_threads() -> Iterator[int]:
-    """Run the enclosed CPU work as tasks: intra-op threads (torch, OpenCV) set to 1, and
-    :func:`run_parallel` given the previous thread count as workers. Restored on exit.
-
-    Many small operations (blocks of rows, single planes) split across threads each pay a
-    synchronisation, which on a loaded machine costs more than the operation; one thread per task,
-    tasks side by side, pays none. The settings are process-wide: torch work started meanwhile in
-    other threads also runs on one thread until the block ends. Yields the worker count.
-    """
-    outer = _WORKERS.get()
-    if outer is not None:  # nested: already set up
-        yield outer
-        return
-    torch_threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    token = _WORKERS.set(torch_threads)
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    try:
-        yield torch_threads
-    finally:
-        torch.set_num_threads(torch_threads)
-        cv2.setNumThreads(cv_threads)
-        _WORKERS.reset(token)
-
-
-def run_parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
-    """Run independent CPU jobs side by side, one intra-op thread each (see :func:`task_threads`).
-
-    The jobs run in the caller's grad / inference mode; with one worker (or one job) in turn, in
-    order. Returns their results in order.
-    """
-    with task_threads() as workers:
-        if workers <= 1 or len(jobs) <= 1:
-            return [job() for job in jobs]
-        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-
-        def call(job: Callable[[], T]) -> T:
-            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                return job()
-
-        with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-            return list(pool.map(call, jobs))

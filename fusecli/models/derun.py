@@ -120,6 +120,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
+from . import _derun_fast as _fast
+from . import _tasks
 
 __all__ = ["DeRUNConfig", "DeRUNADMMConfig", "Shrinkage", "Branch", "PWSM", "PWSMTranspose", "State", "Stage",
            "DeRUN", "DeRUNADMM", "soft_threshold", "sobel_kernels", "conjugate_gradient", "convert_official"]
@@ -148,6 +150,9 @@ class DeRUNConfig:
         lambda_h: initial weight of the JCS term.
         boundary: ``"reflect"``, ``"mirror"`` or ``"circular"`` (see "Borders").
         margin: pixels of reflection for ``boundary="reflect"``.
+        path: ``"fast"`` (each stage's operators as a few fused convolution chains,
+            :mod:`fusecli.models._derun_fast`, in training and inference; with ``dfm_inverse="cg"``)
+            or ``"reference"`` (branch by branch, the test oracle).
     """
 
     stages: int = 9
@@ -168,8 +173,11 @@ class DeRUNConfig:
     lambda_h: float = 0.1
     boundary: str = "reflect"
     margin: int = 16
+    path: str = "fast"
 
     def __post_init__(self) -> None:
+        if self.path not in ("fast", "reference"):
+            raise ConfigError(f"DeRUN path must be fast or reference, got {self.path!r}")
         if self.stages < 1:
             raise ConfigError(f"DeRUN needs at least one stage, got stages={self.stages}")
         if self.specific_channels < 0 or self.shared_channels < 0 or self.specific_channels + self.shared_channels < 1:
@@ -398,6 +406,23 @@ class Shrinkage(nn.Module):
         above = a + (q[:, -1:] - self.radius).view(1, c, 1, 1)
         return torch.where(a < -self.radius, below, torch.where(a > self.radius, above, inside))
 
+    def forward_clamped(self, a: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` in fewer passes, for any memory layout of ``a`` (B, C, H, W).
+
+        The grid position is clamped to the grid instead of choosing between three branches:
+        ``S(a) = q_l + (q_r - q_l) frac + (a - clamp(a, -R, R))``; outside the grid the first two
+        terms are ``q_1`` (``q_N``) and the last one carries the slope 1. Same values (to float
+        rounding), same gradients.
+        """
+        c = a.shape[1]
+        q = torch.cummax(self.values, dim=1).values.to(a.dtype)
+        table = torch.stack([q[:, :-1], q[:, 1:] - q[:, :-1]], -1).reshape(-1)  # per (channel, cell): q_l, slope
+        pos = ((a + self.radius) / self.step).clamp(0, self.knots - 1)
+        idx = pos.detach().floor().clamp_(max=self.knots - 2)
+        frac = pos - idx
+        cell = 2 * (idx.long() + (torch.arange(c, device=a.device) * (self.knots - 1)).view(1, c, 1, 1))
+        return torch.take(table, cell) + torch.take(table, cell + 1) * frac + (a - a.clamp(-self.radius, self.radius))
+
 
 class Branch(nn.Module):
     """One PWSM branch: ``conv3x3(cin -> mid) -> PReLU -> conv3x3(mid -> cout)``, circular, no bias.
@@ -617,6 +642,28 @@ class Stage(nn.Module):
         g = g_prev + self.omega * (d - h)
         return State(y, e, f, h, g)
 
+    def forward_fused(self, m: torch.Tensor, state: State, ops: _fast.FusedStage) -> State:
+        """:meth:`forward` with the fused operators ``ops`` (:func:`fusecli.models._derun_fast.fuse_stage`;
+        ``dfm_inverse="cg"``): the same arithmetic, fewer and larger convolutions."""
+        run = _fast.run_chain
+        tm_k = run(m, ops.t_k)
+        rhs = m + run(torch.cat([state.e - state.f, tm_k + state.h - state.g], 1), ops.tt)
+        y = conjugate_gradient(lambda p: p + run(p, ops.qa), rhs, state.y, self.config.cg_steps)
+        ty_l = run(y, ops.t_l)
+        e = self.shrink.forward_clamped(ty_l + state.f)
+        f = state.f + self.phi * (ty_l - e)
+        d = run(y - m, ops.t_k)
+        h_prev, g_prev = state.h, state.g
+        h_tilde = (self.eta[0] * h_prev + self.eta[1] * d
+                   + self.eta[2] * run(run(e, ops.tt_l) / self.filters - m, ops.t_k))
+        theta = self.theta.clamp_min(0)
+        grad = (2 * self.mu * theta * h_prev / (1 + theta * h_prev ** 2)
+                + self.lambda_h * (h_prev - h_tilde)
+                + self.tau * (h_prev - d - g_prev))
+        h = h_prev - self.sigma * grad
+        g = g_prev + self.omega * (d - h)
+        return State(y, e, f, h, g)
+
 
 class DeRUN(nn.Module):
     """DeRUN: N unrolled ADMM stages on the HIFM residual ``Y = X - V``.
@@ -653,9 +700,22 @@ class DeRUN(nn.Module):
         h, w = u.shape[-2:]
         ue, ve = _extend(u, c.boundary, c.margin), _extend(v, c.boundary, c.margin)
         m = ue - ve
+        fused = c.path == "fast" and c.dfm_inverse == "cg"
+        if fused:
+            m = _fast.channels_last(m.contiguous())
         state = self.initial_state(m)
-        for stage in self.stages:
-            state = stage(m, state)
+        if fused:  # channels-last zeros: the fused chains keep that memory layout
+            state = State(m, *(_fast.channels_last(t) for t in state[1:]))
+        if not fused:
+            for stage in self.stages:
+                state = stage(m, state)
+        elif torch.is_grad_enabled() or m.device.type != "cpu":
+            for stage in self.stages:
+                state = stage.forward_fused(m, state, _fast.fuse_stage(stage))
+        else:  # CPU inference: one intra-op thread per task, bands of rows side by side
+            with _tasks.task_threads():
+                for stage in self.stages:
+                    state = stage.forward_fused(m, state, _fast.fuse_stage(stage))
         return _crop(state.y + ve, h, w, c.boundary, c.margin).clamp(0, 1)
 
 

@@ -1,0 +1,203 @@
+"""DeRUN's stage with fused operators: fewer, larger convolutions (training and inference).
+
+The reference :class:`~fusecli.models.derun.Stage` evaluates each PWSM branch on its own, pads
+circularly before every convolution, and concatenates / slices channels between them: on a CPU,
+with 4 to 16 channels, the time goes into the padding copies, the concatenations and the many small
+convolutions. Here every operator of a stage is a *chain* of 3x3 convolutions (with PReLU between),
+its weights assembled once per forward pass from the stage's parameters (differentiably, so training
+takes this path too and its gradients are the reference's):
+
+* ``T`` (both extractors at once): ``1 -> 2S+Sh`` (the three branches' first layers), PReLU, then
+  ``2S+Sh -> 2(S+Sh)`` whose rows are ``[A_l, S, A_k, S]`` (the sharing branch's output written
+  twice, block-sparse dense weights), i.e. ``[T_l y, T_k y]``; ``T_l`` / ``T_k`` alone likewise.
+* ``T_l^T zl + T_k^T zk`` on ``[rho zl, tau zk]``: the four branch applications as one block-diagonal
+  convolution (``rho`` and ``tau`` folded into its input channels), PReLU, then one ``-> 1``
+  convolution whose weights are the four second layers side by side (the sum).
+* ``Q_a y = y + T^T(T y)``: both chains back to back, the input padded once (by 4: circular padding
+  commutes with circular convolutions, so valid convolutions on the padded map are exact).
+
+Channels-last memory after the first convolution (oneDNN's fast layout for few channels).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _tasks
+
+__all__ = ["Conv", "FusedStage", "fuse_stage", "run_chain"]
+
+
+class Conv(NamedTuple):
+    """One 3x3 circular convolution of a chain and the PReLU after it (None: none)."""
+
+    weight: torch.Tensor
+    prelu: torch.Tensor | None = None
+
+
+class FusedStage(NamedTuple):
+    """The operators of one stage as chains (:func:`run_chain`); ``L = K`` filters.
+
+    Attributes:
+        t: ``y -> [T_l y, T_k y]`` (B, 1, H, W) -> (B, L + K, H, W).
+        t_l, t_k: ``y -> T_l y``, ``y -> T_k y`` (B, 1, H, W) -> (B, L, H, W).
+        tt: ``[zl, zk] -> T_l^T (rho zl) + T_k^T (tau zk)`` (B, L + K, H, W) -> (B, 1, H, W).
+        tt_l: ``zl -> T_l^T zl`` (B, L, H, W) -> (B, 1, H, W).
+        qa: ``t`` then ``tt``: ``Q_a y - y``.
+    """
+
+    t: list[Conv]
+    t_l: list[Conv]
+    t_k: list[Conv]
+    tt: list[Conv]
+    tt_l: list[Conv]
+    qa: list[Conv]
+
+
+def _prelu(branches: list[nn.Module]) -> torch.Tensor | None:
+    acts = [b.act for b in branches]
+    if not all(isinstance(a, nn.PReLU) for a in acts):
+        return None
+    return torch.cat([a.weight for a in acts])
+
+
+def _place(weight: torch.Tensor, start: int, total: int) -> torch.Tensor:
+    """``weight`` (cout, cin, 3, 3) as input channels ``start : start + cin`` of ``total``, zeros elsewhere."""
+    return F.pad(weight, (0, 0, 0, 0, start, total - start - weight.shape[1]))
+
+
+def _block_diagonal(weights: list[torch.Tensor]) -> torch.Tensor:
+    total = sum(w.shape[1] for w in weights)
+    rows, start = [], 0
+    for w in weights:
+        rows.append(_place(w, start, total))
+        start += w.shape[1]
+    return torch.cat(rows)
+
+
+def _blocks(weights: list[torch.Tensor], prelu: torch.Tensor | None = None,
+            in_scale: torch.Tensor | None = None) -> Conv:
+    """Branches side by side, each on its own input channels: one dense block-diagonal convolution
+    (oneDNN runs it no slower than the grouped one here, forward or backward). ``in_scale``
+    (total input channels,) multiplies the input channels."""
+    weight = _block_diagonal(weights)
+    return Conv(weight if in_scale is None else weight * in_scale.view(1, -1, 1, 1), prelu)
+
+
+def _forward_chain(branches: list[nn.Module]) -> list[Conv]:
+    """Forward branches (``1 -> mid -> out``) side by side on one input: outputs concatenated."""
+    return [Conv(torch.cat([b.conv1 for b in branches]), _prelu(branches)),
+            _blocks([b.conv2 for b in branches])]
+
+
+def fuse_stage(stage: nn.Module) -> FusedStage:
+    """The chains of a :class:`~fusecli.models.derun.Stage` (differentiable in its parameters)."""
+    T, Tt = stage.T, stage.Tt
+    spec_l, spec_k, share = T.spec_l, T.spec_k, T.share
+    s = T.specific
+    first = [b for b in (spec_l, spec_k, share) if b is not None]
+    hidden = sum(b.conv1.shape[0] for b in first)
+    rows = []  # [A_l, S, A_k, S] over the hidden channels [spec_l, spec_k, share]
+    for own, start in ((spec_l, 0), (spec_k, s)):
+        if own is not None:
+            rows.append(_place(own.conv2, start, hidden))
+        if share is not None:
+            rows.append(_place(share.conv2, 2 * s if spec_l is not None else 0, hidden))
+    t = [Conv(torch.cat([b.conv1 for b in first]), _prelu(first)), Conv(torch.cat(rows))]
+    t_l = _forward_chain([b for b in (spec_l, share) if b is not None])
+    t_k = _forward_chain([b for b in (spec_k, share) if b is not None])
+    back = [b for b in (Tt.spec_l, Tt.share, Tt.spec_k, Tt.share) if b is not None]
+    scale = torch.cat([stage.rho, stage.tau], 1).reshape(-1)
+    tt = [_blocks([b.conv1 for b in back], _prelu(back), scale), Conv(torch.cat([b.conv2 for b in back], 1))]
+    back_l = [b for b in (Tt.spec_l, Tt.share) if b is not None]
+    tt_l = [_blocks([b.conv1 for b in back_l], _prelu(back_l)), Conv(torch.cat([b.conv2 for b in back_l], 1))]
+    # Q_a - I: T's second layer without the duplicated sharing output ([A_l, A_k, S] over the hidden
+    # [spec_l, spec_k, share]); T^T's first layer reads the sharing output for both its l and k
+    # halves, so those input columns (scaled by rho and by tau) are added.
+    back1 = tt[0].weight
+    hidden_out = sum(b.conv2.shape[0] for b in first)
+    select = back1.new_zeros(back1.shape[1], hidden_out)  # T's output channel i <- hidden output j
+    for i, j in enumerate(_t_output_sources(s, share.conv2.shape[0] if share is not None else 0)):
+        select[i, j] = 1
+    qa = [t[0], _blocks([b.conv2 for b in first]),
+          Conv(torch.einsum("oikl,ij->ojkl", back1, select), tt[0].prelu), tt[1]]
+    return FusedStage(t, t_l, t_k, tt, tt_l, qa)
+
+
+def _t_output_sources(specific: int, shared: int) -> list[int]:
+    """For each channel of ``[T_l y, T_k y] = [A_l, S, A_k, S]``, its channel in ``[A_l, A_k, S]``."""
+    sh = list(range(2 * specific, 2 * specific + shared))
+    return [*range(specific), *sh, *range(specific, 2 * specific), *sh]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) in channels-last memory; a contiguous one-channel tensor only restrided
+    (its memory is already channels last) so that oneDNN sees the layout and keeps it."""
+    if x.shape[1] == 1 and x.is_contiguous():
+        return x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def circular_pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Circular padding by ``r`` of (B, C, H, W) ``x`` (r <= H, W), channels-last memory out (the
+    library's circular padding would return channels-first memory, and slowly, for such input)."""
+    if x.shape[1] == 1:
+        return channels_last(F.pad(x.contiguous(), (r, r, r, r), mode="circular"))
+    x = channels_last(x)
+    b, c, h, w = x.shape
+    out = torch.empty(b, c, h + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    out[:, :, r:r + h, r:r + w] = x
+    out[:, :, :r, r:r + w] = x[:, :, h - r:]
+    out[:, :, r + h:, r:r + w] = x[:, :, :r]
+    out[:, :, :, :r] = out[:, :, :, w:w + r]
+    out[:, :, :, r + w:] = out[:, :, :, r:2 * r]
+    return out
+
+
+def _convolve(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
+    for conv in chain:
+        x = F.conv2d(x, conv.weight)
+        if conv.prelu is not None:
+            x = F.prelu(x, conv.prelu)
+    return x
+
+
+def run_chain(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
+    """Circular 3x3 convolutions (and PReLUs) of ``chain`` on (B, C, H, W) ``x``: padded once by
+    ``len(chain)``, then valid convolutions. Returns (B, C_out, H, W), channels-last memory.
+
+    Without autograd, inside :func:`~fusecli.models._tasks.task_threads` with several workers,
+    bands of rows run side by side (:func:`_run_chain_bands`)."""
+    r = len(chain)
+    tasks = _tasks.workers()
+    if tasks > 1 and not torch.is_grad_enabled() and x.shape[-2] >= 4 * r * tasks:
+        return _run_chain_bands(x, chain, tasks)
+    return _convolve(circular_pad(x, r), chain)
+
+
+def _run_chain_bands(x: torch.Tensor, chain: list[Conv], bands: int) -> torch.Tensor:
+    """:func:`run_chain` in ``bands`` bands of rows, each with ``len(chain)`` rows of (wrapped)
+    context and its columns padded circularly, run side by side."""
+    r = len(chain)
+    b, _, h, w = x.shape
+    x = channels_last(x)
+    out = torch.empty(b, chain[-1].weight.shape[0], h, w, dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last)
+    step = -(-h // bands)
+
+    def band(y0: int, y1: int) -> None:
+        rows = torch.arange(y0 - r, y1 + r, device=x.device) % h
+        part = x.index_select(2, rows)
+        padded = torch.empty(b, x.shape[1], y1 - y0 + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device,
+                             memory_format=torch.channels_last)
+        padded[..., r:r + w] = part
+        padded[..., :r] = part[..., w - r:]
+        padded[..., r + w:] = part[..., :r]
+        out[:, :, y0:y1] = _convolve(padded, chain)
+
+    _tasks.run_parallel([lambda y0=y0: band(y0, min(y0 + step, h)) for y0 in range(0, h, step)])
+    return out
