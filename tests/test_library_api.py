@@ -41,7 +41,7 @@ def test_uint8_arrays_in_give_what_the_cli_writes(auif, tmp_path):
     assert isinstance(fused, np.ndarray) and fused.dtype == np.uint8 and fused.shape == (240, 320, 3)
     out = tmp_path / "cli.png"
     result = runner.invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis_color.png"), "-o", str(out),
-                                 "-d", "cpu"])
+                                 "-m", "auif", "-d", "cpu"])
     assert result.exit_code == 0, result.output
     assert np.array_equal(fused, _rgb(out))
 
