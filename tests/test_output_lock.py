@@ -53,7 +53,7 @@ def _holder(lock_file: Path, mode: str = "LOCK_EX") -> subprocess.Popen:
 
 
 def _batch(data: Path, out: Path, ckpt: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fusecli", "batch", str(data), "-o", str(out), "-c", str(ckpt),
+    return subprocess.run([sys.executable, "-m", "fusecli", "batch", str(data), "-o", str(out), "-m", "auif", "-c", str(ckpt),
                            "-d", "cpu", "-q", *extra], capture_output=True, text=True, env=ENV, timeout=300)
 
 
