@@ -29,7 +29,7 @@ from torch import nn
 
 from . import _tasks
 
-__all__ = ["Conv", "FusedStage", "fuse_stage", "run_chain"]
+__all__ = ["Conv", "FusedStage", "fuse_stage", "run_chain", "channels_last", "circular_pad", "empty_channels_last"]
 
 
 class Conv(NamedTuple):
@@ -140,6 +140,12 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1 and x.is_contiguous():
         return x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), 1))
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def empty_channels_last(like: torch.Tensor, channels: int) -> torch.Tensor:
+    """An uninitialised (B, channels, H, W) tensor in channels-last memory, ``like``'s size, dtype, device."""
+    b, _, h, w = like.shape
+    return torch.empty(b, channels, h, w, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
 
 
 def circular_pad(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import TypeVar
 import cv2
 import torch
 
-__all__ = ["task_threads", "run_parallel", "workers"]
+__all__ = ["task_threads", "run_parallel", "run_bands", "workers"]
 
 T = TypeVar("T")
 
@@ -94,3 +94,14 @@ def run_parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
         if pool is None:
             pool = _POOLS.setdefault(count, ThreadPoolExecutor(count, thread_name_prefix="fusecli-task"))
         return list(pool.map(call, jobs))
+
+
+def run_bands(fn: Callable[[slice], object], height: int) -> None:
+    """``fn(rows)`` on bands of ``height`` rows (one per worker) side by side (:func:`run_parallel`);
+    one call with all rows when there is one worker."""
+    count = workers()
+    if count <= 1 or height < 2 * count:
+        fn(slice(0, height))
+        return
+    step = -(-height // count)
+    run_parallel([lambda y0=y0: fn(slice(y0, min(y0 + step, height))) for y0 in range(0, height, step)])

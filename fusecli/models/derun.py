@@ -664,6 +664,56 @@ class Stage(nn.Module):
         g = g_prev + self.omega * (d - h)
         return State(y, e, f, h, g)
 
+    @torch.no_grad()
+    def forward_inference(self, m: torch.Tensor, state: State, ops: _fast.FusedStage) -> State:
+        """:meth:`forward_fused` without autograd: the pointwise updates in place, in bands of rows
+        side by side (:func:`~fusecli.models._tasks.run_bands`); the SPM step with its per-filter
+        coefficients collected first. The same arithmetic (to float rounding)."""
+        run, bands = _fast.run_chain, _tasks.run_bands
+        n, height = self.filters, m.shape[-2]
+        e0, f0, h0, g0 = state.e, state.f, state.h, state.g
+        tm_k = run(m, ops.t_k)
+        z = _fast.empty_channels_last(m, 2 * n)
+
+        def rhs_input(r: slice) -> None:  # [E - F, T_k M + H - G]
+            torch.sub(e0[:, :, r], f0[:, :, r], out=z[:, :n, r])
+            torch.add(tm_k[:, :, r], h0[:, :, r], out=z[:, n:, r]).sub_(g0[:, :, r])
+
+        bands(rhs_input, height)
+        rhs = run(z, ops.tt).add_(m)
+        y = conjugate_gradient(lambda p: run(p, ops.qa).add_(p), rhs, state.y, self.config.cg_steps)
+        ty_l = run(y, ops.t_l)
+        e, f = _fast.empty_channels_last(m, n), _fast.empty_channels_last(m, n)
+
+        def vfm(r: slice) -> None:  # E = S(T_l Y + F), F += phi (T_l Y - E)
+            t = ty_l[:, :, r]
+            band = self.shrink.forward_clamped(t + f0[:, :, r])
+            e[:, :, r] = band
+            torch.addcmul(f0[:, :, r], t - band, self.phi, out=f[:, :, r])
+
+        bands(vfm, height)
+        d = run(y - m, ops.t_k)
+        jcs = run(run(e, ops.tt_l).div_(n).sub_(m), ops.t_k)
+        # grad = 2 mu theta H / (1 + theta H^2) + lambda_h (H - H~) + tau (H - D - G), H~ = eta . (H, D, jcs)
+        theta = self.theta.clamp_min(0)
+        scale = 2 * self.mu * theta
+        c_h = self.lambda_h * (1 - self.eta[0]) + self.tau
+        c_d = self.lambda_h * self.eta[1] + self.tau
+        c_j = self.lambda_h * self.eta[2]
+        h, g = _fast.empty_channels_last(m, n), _fast.empty_channels_last(m, n)
+
+        def spm(r: slice) -> None:
+            hb, db, gb = h0[:, :, r], d[:, :, r], g0[:, :, r]
+            grad = (hb * hb).mul_(theta).add_(1)
+            torch.div(hb, grad, out=grad).mul_(scale)
+            grad.addcmul_(hb, c_h).addcmul_(db, c_d, value=-1).addcmul_(jcs[:, :, r], c_j, value=-1)
+            grad.addcmul_(gb, self.tau, value=-1)
+            hn = torch.addcmul(hb, grad, self.sigma, value=-1, out=h[:, :, r])
+            torch.addcmul(gb, torch.sub(db, hn, out=grad), self.omega, out=g[:, :, r])
+
+        bands(spm, height)
+        return State(y, e, f, h, g)
+
 
 class DeRUN(nn.Module):
     """DeRUN: N unrolled ADMM stages on the HIFM residual ``Y = X - V``.
@@ -715,7 +765,7 @@ class DeRUN(nn.Module):
         else:  # CPU inference: one intra-op thread per task, bands of rows side by side
             with _tasks.task_threads():
                 for stage in self.stages:
-                    state = stage.forward_fused(m, state, _fast.fuse_stage(stage))
+                    state = stage.forward_inference(m, state, _fast.fuse_stage(stage))
         return _crop(state.y + ve, h, w, c.boundary, c.margin).clamp(0, 1)
 
 
