@@ -114,6 +114,51 @@ def _msf(path: str) -> torch.nn.Module:
     return create_model("cscfuse-msf", weights=None, path=path)
 
 
+def _frufn(name: str, impl: str) -> torch.nn.Module:
+    """FRUFN with the shipped frufn.ivf weights; EFRUFN with the official IVF checkpoint when it is
+    here (the shipped efrufn.ivf otherwise)."""
+    official = SHARED / "checkpoints" / "official" / "frufn" / "ufnet_deq_deeper_ivf.pth"
+    if name == "efrufn" and official.exists():
+        return create_model(name, checkpoint=official, impl=impl)
+    return create_model(name, impl=impl)
+
+
+def frufn_train_step(stage: str) -> Callable[[torch.nn.Module, tuple], Any]:
+    """One step of fusecli's staged FRUFN / EFRUFN training (``fusecli.train.frufn``) in ``stage``:
+    the stage's loss as ``train_stages`` computes it (``ivf``: the unsupervised IVF loss plus the
+    gradient-transfer loss to a frozen teacher, a copy of the model run without autograd; ``mfif``:
+    synthesised multi-focus pairs, SSIM loss, no teacher), then backward (no optimiser step)."""
+    import copy
+
+    from fusecli.train.frufn import STAGE_RECIPES, _stage_loss
+
+    recipe, teachers = STAGE_RECIPES[stage], {}
+    generators = {"synth": torch.Generator().manual_seed(0)}
+
+    class _Batch:  # what _stage_loss samples from: the fixed batch
+        def __init__(self, batch: tuple) -> None:
+            self.fixed = batch
+
+        def batch(self, n: int) -> tuple:
+            return self.fixed
+
+    def run(model: torch.nn.Module, batch: tuple) -> Any:
+        teacher = None
+        if stage != "mfif":
+            teacher = teachers.get(id(model))
+            if teacher is None:
+                teacher = teachers[id(model)] = copy.deepcopy(model).eval().requires_grad_(False)
+        model.train()
+        model.zero_grad(set_to_none=True)
+        crops = _Batch(batch if stage == "ivf" else (batch[1],))
+        loss, _ = _stage_loss(stage, recipe, model, teacher, crops, batch[0].shape[0], generators,
+                              torch.device("cpu"), warmup=False, mode="paper")
+        loss.backward()
+        return loss
+
+    return run
+
+
 ENTRIES: dict[str, Entry] = {
     "cscfuse-ivf": Entry(lambda: create_model("cscfuse-ivf", path="reference"),
                          lambda: create_model("cscfuse-ivf"), image_pair),
@@ -121,6 +166,12 @@ ENTRIES: dict[str, Entry] = {
     "derun": Entry(lambda: create_model("derun", path="reference"), lambda: create_model("derun"), image_pair),
     "derun train": Entry(lambda: create_model("derun", path="reference"), lambda: create_model("derun"),
                          training_batch, train_step("derun"), "s/step"),
+    "frufn": Entry(lambda: _frufn("frufn", "reference"), lambda: _frufn("frufn", "fast"), image_pair),
+    "efrufn": Entry(lambda: _frufn("efrufn", "reference"), lambda: _frufn("efrufn", "fast"), image_pair),
+    "efrufn train": Entry(lambda: _frufn("efrufn", "reference"), lambda: _frufn("efrufn", "fast"),
+                          training_batch, frufn_train_step("ivf"), "s/step"),
+    "efrufn train mfif": Entry(lambda: _frufn("efrufn", "reference"), lambda: _frufn("efrufn", "fast"),
+                               training_batch, frufn_train_step("mfif"), "s/step"),
 }
 
 

@@ -57,6 +57,7 @@ from ..errors import CheckpointError, ConfigError
 from ..tiling import pad_to_multiple
 from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder
 from .layers import channels_last
+from .swin_fast import scratch_buffers
 
 __all__ = ["EFRUFNConfig", "EFRUFN", "SolverInfo", "anderson", "fixed_point", "convert_official"]
 
@@ -450,6 +451,13 @@ class EFRUFN(nn.Module):
             ir, vis: (B, 1, H, W) float32 tensors in [0, 1].
             solver_iters: override of ``config.solver_iters`` for this call (e.g. in training).
         """
+        if self.config.impl == "fast" and not torch.is_grad_enabled():
+            with scratch_buffers():  # the cell's large scratch tensors, allocated once per forward
+                return self._forward_with_info(ir, vis, solver_iters)
+        return self._forward_with_info(ir, vis, solver_iters)
+
+    def _forward_with_info(self, ir: torch.Tensor, vis: torch.Tensor, solver_iters: int | None
+                           ) -> tuple[torch.Tensor, torch.Tensor, SolverInfo]:
         check_pair(ir, vis)
         if solver_iters is not None and solver_iters < 1:
             raise ConfigError(f"solver_iters must be at least 1, got {solver_iters}")

@@ -45,6 +45,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..tiling import pad_to_multiple
 from .layers import IMPLS, ResBlock, UFCell, channels_last
+from .swin_fast import scratch_buffers
 
 __all__ = ["FRUFNConfig", "FRUFN", "convert_official", "convert_cell", "check_pair"]
 
@@ -144,6 +145,12 @@ class FRUFN(nn.Module):
 
     def forward_with_mask(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused image and the last mask M(N+1), both (B, 1, H, W); see the class docstring."""
+        if self.config.impl == "fast" and not torch.is_grad_enabled():
+            with scratch_buffers():  # the cells' large scratch tensors, allocated once per forward
+                return self._forward_with_mask(ir, vis)
+        return self._forward_with_mask(ir, vis)
+
+    def _forward_with_mask(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_pair(ir, vis)
         h, w = ir.shape[-2:]
         ir, vis = pad_to_multiple(ir, self.pad_multiple), pad_to_multiple(vis, self.pad_multiple)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
-from .swin_fast import swin_layer_fast
+from .swin_fast import scratch, swin_layer_fast
 
 __all__ = ["box_blur", "SoftThreshold", "DCU", "box_mean", "guided_filter_coefficients", "guided_filter",
            "guided_filter_plane", "box_guided_filter_plane",
@@ -578,6 +578,25 @@ class GlobalLocalTransform(nn.Module):
         return t.transpose(1, 2).reshape(b, c, h, w)
 
 
+def _cat_channels(name: str, maps: list[torch.Tensor], fast: bool) -> torch.Tensor:
+    """``torch.cat(maps, dim=1)``; on the fast path without autograd into the channels-last
+    scratch buffer ``name`` (:func:`~fusecli.models.swin_fast.scratch`: the next layer consumes it)."""
+    if not fast or torch.is_grad_enabled():
+        return torch.cat(maps, dim=1)
+    b, _, h, w = maps[0].shape
+    out = scratch(name, (b, sum(m.shape[1] for m in maps), h, w), maps[0], channels_last=True)
+    return torch.cat(maps, dim=1, out=out)
+
+
+def _upsample(name: str, x: torch.Tensor, size: tuple[int, int], fast: bool) -> torch.Tensor:
+    """Bilinear up-sampling to ``size`` (align_corners=False); on the fast path without autograd into
+    the scratch buffer ``name`` (the same kernel as ``F.interpolate``, the same values)."""
+    if not fast or torch.is_grad_enabled():
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    out = scratch(name, (*x.shape[:2], *size), x, channels_last=True)
+    return torch.ops.aten.upsample_bilinear2d.out(x, list(size), False, None, None, out=out)
+
+
 class MaskGenerator(nn.Module):
     """FRUFN's multi-scale mask generator (MSMG, the authors' ``GS_S_Attention``).
 
@@ -615,7 +634,7 @@ class MaskGenerator(nn.Module):
         fast = self.impl == "fast"
         if fast:
             residual, mask = channels_last(residual), channels_last(mask)
-        x = self.proj_in(torch.cat([residual, mask], dim=1))
+        x = self.proj_in(_cat_channels("mask_in", [residual, mask], fast))
         # each level is pooled from the previous level's block output; the fast pool skips the copy
         # of the reflect padding: a reflected border row repeats the row next to it, which the
         # 3x3 window holds anyway, so zero-cost "-inf" padding gives the same maxima exactly
@@ -623,8 +642,8 @@ class MaskGenerator(nn.Module):
         x2 = self.fe2(pool(x), fast)
         x4 = self.fe4(pool(x2), fast)
         x8 = self.fe8(pool(x4), fast)
-        up = [F.interpolate(level, size=(h, w), mode="bilinear", align_corners=False) for level in (x8, x4, x2)]
-        y = self.glt(self.tran(torch.cat([*up, x], dim=1)))
+        up = [_upsample(f"mask_up{i}", level, (h, w), fast) for i, level in enumerate((x8, x4, x2))]
+        y = self.glt(self.tran(_cat_channels("mask_levels", [*up, x], fast)))
         if fast:  # softmax over two channels, channel 1 = sigmoid(y1 - y0)
             logits = self.proj_out1(y)
             return torch.sigmoid(logits[:, 1:2] - logits[:, 0:1])

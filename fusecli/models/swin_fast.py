@@ -14,15 +14,15 @@ rounding) differently:
   composed index; only the layer's output goes back to raster order;
 * the layer runs over chunks of whole window rows (about :data:`CHUNK_TOKENS` tokens), so every
   intermediate stays in the CPU caches;
-* inside a chunk the tokens are channel-major, ``(C, N, windows)``: the linear layers are one
-  matrix product each, LayerNorm reduces over the outer axis, and the attention of all windows of
-  a chunk is a handful of multiply-adds and a softmax over long vectors (the windows are the
-  innermost axis) instead of millions of 4 x 4 matrix products;
+* inside a chunk the attention is channel-major, q, k, v as (heads, d, N, windows): the attention
+  of all windows of a chunk is a handful of multiply-adds and one softmax over long vectors (the
+  windows are the innermost axis) instead of millions of 4 x 4 matrix products; the residual
+  stream, LayerNorms and MLP stay token-major (t, C), one matrix product per linear layer;
 * the shifted-window mask is added only to the windows that need one (last window row and column);
-* without autograd, the chunks are shared out over ``torch.get_num_threads()`` worker threads
-  that each run single-threaded: a chunk's many small operations then never wait at an OpenMP
-  barrier (with several threads per operation, one descheduled thread on a busy machine stalls
-  every operation).
+* without autograd, the chunks run side by side as single-threaded tasks
+  (:mod:`fusecli.models._tasks`, ``torch.get_num_threads()`` workers): a chunk's many small
+  operations then never wait at an OpenMP barrier (with several threads per operation, one
+  descheduled thread on a busy machine stalls every operation).
 
 Everything is differentiable (in-place updates only where autograd allows them, none on saved
 tensors when gradients are needed), so training uses this path too. The gather indices and masks
@@ -31,21 +31,61 @@ depend only on (batch, height, width, window, shift, chunk) and are cached.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CHUNK_TOKENS", "WindowPlan", "window_plan", "swin_layer_fast"]
+from ._tasks import run_parallel
+
+__all__ = ["CHUNK_TOKENS", "WindowPlan", "window_plan", "swin_layer_fast", "scratch_buffers", "scratch"]
 
 #: tokens per chunk (whole window rows; at least one row). 4096 tokens x 96 hidden channels and the
 #: logits of 16-token windows stay within a core's share of the caches.
 CHUNK_TOKENS = 4096
+
+
+_SCRATCH = threading.local()
+
+
+@contextmanager
+def scratch_buffers() -> Iterator[None]:
+    """Within the block (in this thread), :func:`scratch` hands out reusable buffers; they are
+    released at its end. Nested blocks share the outermost one's buffers.
+
+    Why: glibc serves each allocation above its mmap threshold (32 MiB at most) with fresh pages
+    from the kernel, and on this kind of machine every page costs a fault on first touch (about 1 ms
+    per MiB): a 640x480 map of 32 channels is 39 MiB. A model forward that makes the same
+    few large scratch tensors in every cell pays that once per block instead of once per cell.
+    """
+    if getattr(_SCRATCH, "buffers", None) is not None:
+        yield
+        return
+    _SCRATCH.buffers = {}
+    try:
+        yield
+    finally:
+        _SCRATCH.buffers = None
+
+
+def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` (``like``'s dtype and device): the buffer ``name`` of the
+    enclosing :func:`scratch_buffers` block when there is one (reused while the shape, dtype and
+    device stay the same), else a fresh one. Only for values that are dead before the next call
+    with the same name, and never for tensors autograd saves."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or like.device.type != "cpu":  # other devices have caching allocators
+        return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    buf = buffers.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+        buf = buffers[name] = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    return buf
 
 
 @dataclass(frozen=True)
@@ -178,35 +218,14 @@ def _block_chunk(blk, x: torch.Tensor, n: int, bias: torch.Tensor, scale: torch.
     return x.add_(y) if inplace else x + y
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _for_each_chunk(count: int, work: Callable[[int], None], threads: int) -> None:
-    """``work(k)`` for k in range(count): in this thread, or without autograd on ``threads`` worker
-    threads (single-threaded each, chunks handed out in order), in this thread's grad mode."""
-    if threads < 2 or count < 2:
+def _for_each_chunk(count: int, work: Callable[[int], None], parallel: bool) -> None:
+    """``work(k)`` for k in range(count): side by side as single-threaded tasks
+    (:func:`fusecli.models._tasks.run_parallel`) when ``parallel``, else in turn in this thread."""
+    if parallel and not threading.current_thread().name.startswith("fusecli-"):
+        run_parallel([partial(work, k) for k in range(count)])
+    else:  # training (autograd records in this thread), or already inside a task
         for k in range(count):
             work(k)
-        return
-    pool = _POOLS.get(threads)
-    if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="fusecli-swin")
-    ticket = itertools.count()  # next() is atomic under the GIL
-    inference = torch.is_inference_mode_enabled()
-
-    def run() -> None:
-        torch.set_num_threads(1)  # this worker's OpenMP/MKL threads
-        try:
-            with torch.inference_mode() if inference else torch.no_grad():
-                for k in iter(ticket.__next__, None):
-                    if k >= count:
-                        break
-                    work(k)
-        finally:
-            torch.set_num_threads(threads)  # restores the process default that new threads start with
-
-    for future in [pool.submit(run) for _ in range(threads)]:
-        future.result()
 
 
 def swin_layer_fast(layer, x: torch.Tensor, in_ln=None, out_ln=None, chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
@@ -236,7 +255,10 @@ def swin_layer_fast(layer, x: torch.Tensor, in_ln=None, out_ln=None, chunk_token
         bias = attn.position_bias()
         scale = torch.clamp(attn.logit_scale, max=math.log(100.0)).exp()
         qkv_bias = torch.cat((attn.q_bias, torch.zeros_like(attn.v_bias), attn.v_bias))
-        tokens = tokens.index_select(0, gathers[i])  # window order (a fresh tensor: updated in place)
+        if inplace:  # window order, into a scratch buffer (updated in place; blocks alternate two)
+            tokens = torch.index_select(tokens, 0, gathers[i], out=scratch(f"swin{i % 2}", tokens.shape, tokens))
+        else:
+            tokens = tokens.index_select(0, gathers[i])
         outs: list[torch.Tensor | None] = [None] * len(plan.chunks)
 
         def work(k: int, i=i, blk=blk, plan=plan, tokens=tokens, bias=bias, scale=scale, qkv_bias=qkv_bias) -> None:
@@ -253,7 +275,7 @@ def swin_layer_fast(layer, x: torch.Tensor, in_ln=None, out_ln=None, chunk_token
                 tokens[start:stop] = out
             outs[k] = out
 
-        _for_each_chunk(len(plan.chunks), work, torch.get_num_threads() if inplace else 1)
+        _for_each_chunk(len(plan.chunks), work, inplace)
         if not inplace:
             tokens = torch.cat(outs)
     out = tokens.index_select(0, gathers[-1])
