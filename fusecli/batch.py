@@ -41,7 +41,7 @@ from torch import nn
 
 from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
-from .inference import check_tiling, fuse_images, prepare_16bit, resolve_device
+from .inference import check_tiling, fuse_images, prepare_16bit, resolve_device, resolve_precision
 from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
 from .locking import hold_output_lock, releases_output_locks
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
@@ -52,7 +52,8 @@ __all__ = ["PairRecord", "BatchResult", "run_batch", "merge_manifests", "parse_d
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 #: options that change the pixels of an output; a run into a folder made with other values is refused
-_RESULT_OPTIONS = ("ext", "gray", "bit_depth", "tile", "overlap", "fusion", "resize_to", "stretch_16bit")
+_RESULT_OPTIONS = ("ext", "gray", "bit_depth", "tile", "overlap", "fusion", "resize_to", "stretch_16bit",
+                   "precision")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
 _MANIFEST_INTERVAL_S = 5.0
 
@@ -172,7 +173,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
     """The values that decide an output's pixels."""
-    options = {"stretch_16bit": False, **manifest.get("options", {})}  # runs before the option: raw values
+    # runs from before an option: its value then (raw 16-bit values, fp32)
+    options = {"stretch_16bit": False, "precision": "fp32", **manifest.get("options", {})}
     return {"model": manifest.get("model"), "weights": manifest.get("weights"),
             **{k: options.get(k) for k in _RESULT_OPTIONS}}
 
@@ -255,7 +257,7 @@ def _load(pair: Pair, record: PairRecord, output: Path, roles: tuple[str, ...], 
     return _Loaded(pair, record, output, images)
 
 
-def _fuse_group(model: nn.Module, items: list[_Loaded], gray: bool, tile: int, overlap: int
+def _fuse_group(model: nn.Module, items: list[_Loaded], gray: bool, tile: int, overlap: int, precision: str = "fp32"
                 ) -> list[tuple[_Loaded, torch.Tensor | None, FusecliError | None]]:
     """Fuse pairs of one size on ``model``'s device; per-pair errors. Runs in the device's thread."""
     start = time.perf_counter()
@@ -263,15 +265,15 @@ def _fuse_group(model: nn.Module, items: list[_Loaded], gray: bool, tile: int, o
     if len(items) > 1:
         try:
             stacked = [torch.cat([it.images[i] for it in items]) for i in range(len(items[0].images))]
-            fused = fuse_images(model, stacked, gray=gray, tile=tile, overlap=overlap).cpu()
+            fused = fuse_images(model, stacked, gray=gray, tile=tile, overlap=overlap, precision=precision).cpu()
             results = [(it, fused[k:k + 1], None) for k, it in enumerate(items)]
         except FusecliError:
             results = []  # find out which pair it was: one at a time
     if not results:
         for it in items:
             try:
-                results.append((it, fuse_images(model, it.images, gray=gray, tile=tile, overlap=overlap).cpu(),
-                                None))
+                results.append((it, fuse_images(model, it.images, gray=gray, tile=tile, overlap=overlap,
+                                                precision=precision).cpu(), None))
             except FusecliError as exc:
                 results.append((it, None, exc))
     share = (time.perf_counter() - start) / len(items)
@@ -330,6 +332,7 @@ def run_batch(
     stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
+    precision: str = "fp32",
 ) -> BatchResult:
     """Fuse every pair of ``dataset`` into ``output/<stem>.<ext>`` and write a manifest.
 
@@ -362,6 +365,9 @@ def run_batch(
         max_pixels: a source above this many pixels fails its pair (see :func:`fusecli.io.read_image`).
         progress: called in the calling thread as ``progress(done, total, record)``: once with
             ``record=None`` before fusing (``total``: pairs to fuse), then once per finished pair.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the models' compute precision
+            (see :func:`fusecli.inference.resolve_precision`); recorded in the manifest (a resumed
+            run must use the same).
 
     Returns:
         A :class:`BatchResult`; ``result.failures`` lists the failed and unmatched pairs.
@@ -416,6 +422,9 @@ def run_batch(
         model_name = type(models[0]).__name__.lower()
         weights_info = getattr(models[0], "weights_info", None)
         sha = None
+    precision = str(precision).strip().lower()
+    for m in models:
+        resolve_precision(precision, next(m.parameters()).device)
     min_size = getattr(models[0], "min_size", 1)
 
     def rel(path: Path) -> str:
@@ -459,7 +468,7 @@ def run_batch(
     manifest_path = out_dir / manifest_name(shard_spec)
     options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
                "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],
-               "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit),
+               "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit), "precision": precision,
                "batch_size": batch_size, "workers": workers, "overwrite": overwrite,
                "devices": [str(next(m.parameters()).device) for m in models]}
     header = {"format": MANIFEST_FORMAT, "fusecli_version": __version__, "model": model_name,
@@ -490,7 +499,7 @@ def run_batch(
     try:
         _Pipeline(models, todo, scan.roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
                   workers, progress, total, lambda: write_manifest(False),
-                  read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}).run()
+                  read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}, precision=precision).run()
         completed = True
     finally:  # also on Ctrl-C: the manifest records what was done ("pending": not done)
         write_manifest(completed)
@@ -541,12 +550,13 @@ class _Pipeline:
     MAX_BATCHES_PER_DEVICE = 2
 
     def __init__(self, models, todo, roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
-                 workers, progress, total, checkpoint_manifest, read_options=None):
+                 workers, progress, total, checkpoint_manifest, read_options=None, precision="fp32"):
         self.models, self.todo, self.roles, self.resize, self.min_size = models, todo, roles, resize, min_size
         self.gray, self.tile, self.overlap, self.bit_depth = gray, tile, overlap, bit_depth
         self.batch_size, self.workers, self.progress, self.total = batch_size, workers, progress, total
         self.checkpoint_manifest = checkpoint_manifest
         self.read_options = read_options or {}  # max_pixels, stretch_16bit: keywords of _load
+        self.precision = precision
         self.window = max(2 * workers, 2 * batch_size * len(models)) + workers
         self.done = 0
 
@@ -598,7 +608,7 @@ class _Pipeline:
                         del buffer[key]
                     buffered -= len(group)
                     future = computes[d].submit(_fuse_group, self.models[d], group, self.gray, self.tile,
-                                                self.overlap)
+                                                self.overlap, self.precision)
                     fusing[future] = (d, len(group))
                     busy[d] += 1
                 pending = set(reads) | set(fusing) | set(writes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
 from .io import ImageInfo, read_cube, read_image, write_cube, write_image
 from .tiling import pad_to_multiple, tiled
 
-__all__ = ["resolve_device", "fuse_tensors", "fuse_images", "fuse_files", "fuse_cube_files", "stretch",
+__all__ = ["resolve_device", "resolve_precision", "native_bf16", "PRECISIONS", "fuse_tensors", "fuse_images",
+           "fuse_files", "fuse_cube_files", "stretch",
            "FuseResult", "check_source_count", "check_tiling", "prepare_16bit", "AUTO_STRETCH_SPAN"]
 
 #: A 16-bit source whose values (0.5 % to 99.5 % quantiles) span less than this share of 0..65535 is
@@ -54,6 +55,51 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise DeviceError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device(spec)
     raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+#: ``--precision`` values: the dtype the model computes in (outputs are float32 in [0, 1] either way)
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CPU with AVX512-BF16 or AMX (as oneDNN
+    reports it), a CUDA GPU with bfloat16 support. Elsewhere bf16 is emulated (slower than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """The compute dtype of ``precision`` (``"fp32"``, ``"bf16"`` or ``"fp16"``) on ``device``.
+
+    fp32 is the default and the reference. bf16 and fp16 run the model under ``torch.autocast``
+    (convolutions and matrix products in the lower precision, normalisations and reductions in
+    float32). bf16 works on any CPU and CUDA GPU with bfloat16 (it is fast only where
+    :func:`native_bf16` holds); fp16 needs a CUDA device (on a CPU it would be emulated: use bf16).
+
+    Raises:
+        ConfigError: an unknown name, fp16 on a CPU, or bf16 on a CUDA GPU without bfloat16.
+    """
+    dtype = PRECISIONS.get(str(precision).strip().lower())
+    if dtype is None:
+        raise ConfigError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; on the CPU use bf16 (or fp32)")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+        raise ConfigError(f"--precision bf16: the GPU {device} has no bfloat16 support; use fp16 or fp32")
+    return dtype
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    """``torch.autocast`` to ``dtype`` on ``device`` (nothing for float32)."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def check_source_count(model: nn.Module, count: int) -> None:
@@ -117,6 +163,7 @@ def fuse_tensors(
     *,
     tile: int = 0,
     overlap: int = 32,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Fuse luminance tensors with ``model``.
 
@@ -130,15 +177,18 @@ def fuse_tensors(
             many pixels of context, every pixel taken from one tile; its ``forward_pointwise`` head
             (if it splits ``forward`` into ``forward_local`` + ``forward_pointwise``) runs once on
             the assembled image. For AUIF on the CPU this is bit-identical to the untiled output.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the model runs under autocast
+            to that dtype (see :func:`resolve_precision`); the result is float32 either way.
 
     Returns:
-        The fused (B, 1, H, W) tensor in [0, 1] ((B, 3, H, W) for ``colour = "model"``), on the
-        model's device.
+        The fused (B, 1, H, W) float32 tensor in [0, 1] ((B, 3, H, W) for ``colour = "model"``), on
+        the model's device.
 
     Raises:
         ShapeError: wrong number of sources, mismatched shapes, or an image smaller than the model's
             minimum size.
         DeviceError: the device ran out of memory.
+        ConfigError: an unknown or unsupported ``precision``.
     """
     mode = _colour_mode(model)
     if mode == "cube":
@@ -158,10 +208,11 @@ def fuse_tensors(
         raise ShapeError(f"image is {shape[-1]}x{shape[-2]} pixels; this model needs at least "
                          f"{min_size}x{min_size}")
     device = next(model.parameters()).device
+    dtype = resolve_precision(precision, device)
     sources = [s.to(device=device, dtype=torch.float32) for s in sources]
     with _out_of_memory_as_device_error(f"out of memory on {device} fusing a {shape[-1]}x{shape[-2]} image: "
                                         "use --tile 512 (or smaller), or --device cpu"):
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(device, dtype):
             if tile and (shape[-1] > tile or shape[-2] > tile):
                 if not getattr(model, "tileable", True):
                     raise ConfigError(f"{type(model).__name__} cannot fuse in tiles (its output depends on "
@@ -177,7 +228,7 @@ def fuse_tensors(
                     out = out if local is None else model.forward_pointwise(out)
             else:
                 out = _run(model, sources)
-            out = out.clamp(0, 1)
+            out = out.float().clamp(0, 1)  # float32 whatever the precision
     return out
 
 
@@ -188,6 +239,7 @@ def fuse_images(
     gray: bool = False,
     tile: int = 0,
     overlap: int = 32,
+    precision: str = "fp32",
 ) -> torch.Tensor | np.ndarray:
     """Fuse full images (gray or colour) with the colour pipeline.
 
@@ -203,7 +255,7 @@ def fuse_images(
             :func:`fusecli.io.read_image` scales files: uint8 / 255, uint16 / 65535, no 16-bit
             stretch; see :mod:`fusecli._arrays`).
         gray: force a gray (1-channel) output.
-        tile, overlap: see :func:`fuse_tensors`.
+        tile, overlap, precision: see :func:`fuse_tensors` (a ColorNet runs in the same precision).
 
     A model that carries a ``colornet`` (FRUFN / EFRUFN multi-exposure weights whose card names a
     trained ColorNet, Remark 1) gets the chroma of two colour sources from it: ColorNet(fused Y,
@@ -220,26 +272,27 @@ def fuse_images(
     """
     tensors, kind = arrays_to_tensors(images)
     if kind is not None:  # NumPy in, NumPy out: the same call on tensors
-        return tensor_to_array(fuse_images(model, tensors, gray=gray, tile=tile, overlap=overlap).cpu(), kind)
+        return tensor_to_array(fuse_images(model, tensors, gray=gray, tile=tile, overlap=overlap,
+                                           precision=precision).cpu(), kind)
     if _colour_mode(model) == "model":
         for im in images:
             if im.dim() != 4 or im.shape[1] not in (1, 3):
                 raise ShapeError(f"images must be (B, 1 or 3, H, W) tensors, got {tuple(im.shape)}")
         rgb = [im.expand(-1, 3, -1, -1) if im.shape[1] == 1 else im for im in images]
-        fused = fuse_tensors(model, rgb, tile=tile, overlap=overlap)
+        fused = fuse_tensors(model, rgb, tile=tile, overlap=overlap, precision=precision)
         return rgb_to_y(fused).clamp(0, 1) if gray else fused
     split = [split_luma(im) for im in images]
     colornet = getattr(model, "colornet", None)
     if colornet is not None and not gray and len(split) == 2 and all(c is not None for _, c in split):
         # multi-exposure weights with a trained ColorNet (FRUFN Remark 1): chroma predicted from the
         # fused luminance and both sources' chroma, instead of copied from one source
-        fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap)
+        fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap, precision=precision)
         cbcr = [c.to(fused.device) for _, c in split]
         colornet = colornet.to(fused.device)
         with _out_of_memory_as_device_error(f"out of memory running ColorNet on a {fused.shape[-1]}x"
                                             f"{fused.shape[-2]} image: use --device cpu"):
-            with torch.inference_mode():
-                chroma = colornet(fused, *cbcr).clamp(0, 1)
+            with torch.inference_mode(), _autocast(fused.device, resolve_precision(precision, fused.device)):
+                chroma = colornet(fused, *cbcr).float().clamp(0, 1)
         return merge_luma(fused, chroma)
     chroma = None
     if not gray:
@@ -249,7 +302,7 @@ def fuse_images(
             vis = roles.index("vis")
             order = [vis] + [i for i in order if i != vis]
         chroma = next((split[i][1] for i in order if split[i][1] is not None), None)
-    fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap)
+    fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap, precision=precision)
     return merge_luma(fused, None if chroma is None else chroma.to(fused.device))
 
 
@@ -308,6 +361,7 @@ def fuse_files(
     overlap: int = 32,
     stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
+    precision: str = "fp32",
 ) -> FuseResult:
     """Read the source images, fuse them, and write the result atomically.
 
@@ -322,9 +376,10 @@ def fuse_files(
             range (raw thermal counts), with a note in the result; True: stretch every 16-bit source;
             False: use the raw values. See :func:`prepare_16bit`. 8-bit sources are used as they are.
         max_pixels: refuse sources above this many pixels (see :func:`fusecli.io.read_image`).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` (see :func:`resolve_precision`).
 
     Raises:
-        ImageReadError, ImageWriteError, ShapeError, DeviceError.
+        ImageReadError, ImageWriteError, ShapeError, DeviceError, ConfigError.
     """
     if bit_depth not in (8, 16):
         raise ConfigError(f"--bit-depth must be 8 or 16, got {bit_depth}")
@@ -332,10 +387,11 @@ def fuse_files(
     if not inputs:
         raise ImageReadError("no input images given")
     check_source_count(model, len(inputs))
+    resolve_precision(precision, next(model.parameters()).device)  # before any reading
     if _colour_mode(model) == "cube":
         if tile:
             raise ConfigError("--tile is not supported for cube super-resolution; leave it out")
-        return fuse_cube_files(model, inputs[0], inputs[1], output, max_pixels=max_pixels)
+        return fuse_cube_files(model, inputs[0], inputs[1], output, max_pixels=max_pixels, precision=precision)
     start = time.perf_counter()
     loaded = [read_image(p, max_pixels=max_pixels) for p in inputs]
     sizes = {(info.width, info.height) for _, info in loaded}
@@ -343,10 +399,13 @@ def fuse_files(
         listing = ", ".join(f"{Path(p).name} {info.width}x{info.height}" for p, (_, info) in zip(inputs, loaded))
         raise ShapeError(f"input images differ in size ({listing}); register or resize them first")
     prepared = [prepare_16bit(t, info, stretch_16bit) for t, info in loaded]
-    fused = fuse_images(model, [t for t, _ in prepared], gray=gray, tile=tile, overlap=overlap)
+    fused = fuse_images(model, [t for t, _ in prepared], gray=gray, tile=tile, overlap=overlap, precision=precision)
     path = write_image(output, fused.cpu(), bit_depth=bit_depth, protect=inputs)
     _, channels, height, width = fused.shape
     notes = tuple(note for _, note in prepared if note)
+    device = next(model.parameters()).device
+    if resolve_precision(precision, device) == torch.bfloat16 and not native_bf16(device):
+        notes += ("bf16 runs emulated on this CPU (no AVX512-BF16 or AMX): slower than fp32 here",)
     return FuseResult(Path(path), width, height, channels, time.perf_counter() - start, notes)
 
 
@@ -357,6 +416,7 @@ def fuse_cube_files(
     output: str | Path,
     *,
     max_pixels: int | None = None,
+    precision: str = "fp32",
 ) -> FuseResult:
     """Super-resolve a spectral cube with a guide image (CSC-MSF) and write it atomically.
 
@@ -368,6 +428,7 @@ def fuse_cube_files(
         output: the output cube (:func:`fusecli.io.write_cube`: the format its path names, in the
             input's sample type and layout).
         max_pixels: refuse a cube or guide above this many pixels (see :func:`fusecli.io.read_cube`).
+        precision: as :func:`fuse_tensors`.
 
     Returns:
         A :class:`FuseResult` (``channels``: the number of bands).
@@ -377,14 +438,15 @@ def fuse_cube_files(
     """
     if _colour_mode(model) != "cube":
         raise ConfigError(f"{type(model).__name__} fuses images, not a cube and a guide; use fuse_files")
+    device = next(model.parameters()).device
+    dtype = resolve_precision(precision, device)
     start = time.perf_counter()
     lr, info = read_cube(cube, max_pixels=max_pixels)
     rgb, _ = read_image(guide, max_pixels=max_pixels)
-    device = next(model.parameters()).device
     with _out_of_memory_as_device_error(f"out of memory on {device} super-resolving a {info.width}x"
                                         f"{info.height} cube; use --device cpu or a smaller cube"):
-        with torch.inference_mode():
-            out = model(lr.to(device), rgb.to(device)).clamp(0, 1).cpu()
+        with torch.inference_mode(), _autocast(device, dtype):
+            out = model(lr.to(device), rgb.to(device)).float().clamp(0, 1).cpu()
     path = write_cube(output, out, like=info, protect=[cube, guide])
     _, bands, height, width = out.shape
     return FuseResult(Path(path), width, height, bands, time.perf_counter() - start)

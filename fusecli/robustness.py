@@ -42,7 +42,7 @@ from .degrade import degrade as _degrade
 from .degrade.apply import _depth_files, _read_depth
 from .degrade.levels import MAX_LEVEL, level_params
 from .errors import ConfigError, ImageWriteError, ShapeError
-from .inference import check_tiling, fuse_images, prepare_16bit
+from .inference import check_tiling, fuse_images, prepare_16bit, resolve_precision
 from .io import quantize, read_image, write_text_atomic
 from .locking import hold_output_lock, releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
@@ -237,6 +237,7 @@ def run_robustness(
     progress: Callable[[int, int, str], None] | None = None,
     stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
+    precision: str = "fp32",
 ) -> RobustnessResult:
     """Sweep degradations × levels × models over a dataset and write the report.
 
@@ -262,6 +263,8 @@ def run_robustness(
         stretch_16bit: 16-bit sources, as for :func:`fusecli.inference.fuse_files` (None: stretch
             those that use less than half of their range; listed in ``result.notes``).
         max_pixels: refuse images above this many pixels (see :func:`fusecli.io.read_image`).
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the models' compute precision
+            (see :func:`fusecli.inference.resolve_precision`).
 
     Returns:
         A :class:`RobustnessResult`.
@@ -280,6 +283,7 @@ def run_robustness(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
     check_tiling(tile, 0)
+    resolve_precision(precision, device)
     depth_spec = resolve_depth(depth)
 
     scan = scan_pairs(dataset, roles)
@@ -339,6 +343,7 @@ def run_robustness(
             "kinds": list(sweep), "level": lv, "role": chosen_role, "metrics": metric_names,
             "convention": convention, "tile": tile,
             "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit),
+            **({} if precision == "fp32" else {"precision": precision}),  # fp32 cells of earlier runs stay valid
         }
         if lv > 0:
             key.update(seed=seed, depth=str(depth_spec), inverse_depth=inverse_depth,
@@ -384,7 +389,7 @@ def run_robustness(
                                               depth=value, inverse_depth=inverse_depth)
             if len({tuple(t.shape[-2:]) for t in images}) > 1:
                 raise ShapeError(f"pair {pair.stem!r}: the sources differ in size; register or resize them first")
-            fused = fuse_images(model, images, tile=tile)
+            fused = fuse_images(model, images, tile=tile, precision=precision)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # undefined values come back as NaN, reported as nan
                 values = evaluate(_gray_255(fused, convention), [_gray_255(c, convention) for c in clean],

@@ -37,7 +37,7 @@ from torch import nn
 
 from .batch import _resample, _resize_index
 from .errors import ConfigError, ImageReadError, ImageWriteError, ShapeError
-from .inference import _colour_mode, check_source_count, check_tiling, fuse_images, prepare_16bit
+from .inference import _colour_mode, check_source_count, check_tiling, fuse_images, prepare_16bit, resolve_precision
 from .io import IMAGE_EXTENSIONS, MAX_PIXELS, read_image, write_image
 
 __all__ = ["VIDEO_EXTENSIONS", "WRITE_CODECS", "DEFAULT_FPS", "StreamInfo", "VideoResult", "is_video_path",
@@ -444,6 +444,7 @@ def fuse_videos(
     stretch_16bit: bool | None = None,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
+    precision: str = "fp32",
 ) -> VideoResult:
     """Fuse two aligned streams frame by frame and write the fused stream atomically.
 
@@ -460,7 +461,7 @@ def fuse_videos(
             :data:`DEFAULT_FPS` (with a note).
         resize_to: frames of different sizes: resample the other stream's frames to this one's
             (``ir``/``vis``, as ``batch --resize-to``). Default: refused.
-        gray, bit_depth, tile, overlap, stretch_16bit, max_pixels: as for
+        gray, bit_depth, tile, overlap, stretch_16bit, max_pixels, precision: as for
             :func:`fusecli.inference.fuse_files` (``bit_depth`` 16: frame sequences only).
         progress: called as ``progress(frames_done, total)`` once before the first frame (0) and after
             each batch; ``total`` is None when the containers do not give their frame counts.
@@ -480,6 +481,7 @@ def fuse_videos(
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"--fps must be a positive number, got {fps}")
     check_tiling(tile, overlap)
+    resolve_precision(precision, next(model.parameters()).device)
     if _colour_mode(model) == "cube":
         raise ConfigError("this model super-resolves a spectral cube; it does not fuse videos")
     check_source_count(model, 2)
@@ -531,7 +533,7 @@ def fuse_videos(
                     batches = [[f if (f.shape[-1], f.shape[-2]) == (width, height) else _resample(f, width, height)
                                 for f in b] for b in batches]
                 fused = fuse_images(model, [torch.cat(b) for b in batches], gray=gray, tile=tile,
-                                    overlap=overlap).cpu()
+                                    overlap=overlap, precision=precision).cpu()
                 channels = fused.shape[1]
                 for k in range(fused.shape[0]):
                     sink.write(fused[k:k + 1])

@@ -73,6 +73,10 @@ def batch(
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="A source of more than this many "
                                           "pixels (from its header, before decoding) fails its pair (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
+    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
+                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
+                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
+                                  "fp16: CUDA only."),
     merge: bool = typer.Option(False, "--merge-manifests", help="Merge the shard manifests of -o OUT into "
                                "OUT/manifest.json, then exit (no DATASET)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; the problems are "
@@ -103,7 +107,7 @@ def batch(
                                device=device, devices=devices, roles=roles, ext=ext, gray=gray, bit_depth=bit_depth,
                                tile=tile, overlap=overlap, batch_size=batch_size, workers=workers,
                                overwrite=overwrite, shard=shard, resize_to=resize_to, stretch_16bit=stretch_16bit,
-                               max_pixels=max_pixels, progress=reporter)
+                               max_pixels=max_pixels, progress=reporter, precision=precision)
         finally:
             reporter.stop()
     counts = result.counts

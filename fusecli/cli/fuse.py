@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ConfigError
-from ..inference import fuse_files, resolve_device
+from ..inference import fuse_files, resolve_device, resolve_precision
 from ..models import create_model
 from ._console import err, reporting_errors
 from ._video import is_video_job, run_video
@@ -57,6 +57,10 @@ def fuse(
     resize_to: str | None = typer.Option(None, "--resize-to", help="Videos of different frame sizes: resample "
                                          "the other stream to this one's size (ir or vis). Default: refused.",
                                          show_default=False),
+    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
+                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
+                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
+                                  "fp16: CUDA only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Fuse one set of aligned source images into one image.
@@ -75,14 +79,15 @@ def fuse(
         if not video and (batch_size != 1 or fps is not None or resize_to is not None):
             raise ConfigError("--batch-size, --fps and --resize-to apply to videos only")
         dev = resolve_device(device)
+        resolve_precision(precision, dev)  # a bad value fails before the model loads
         net = create_model(model, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
         if video:
             run_video(net, inputs, output, model=model, device=dev, quiet=quiet, batch_size=batch_size, fps=fps,
                       resize_to=resize_to, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
-                      stretch_16bit=stretch_16bit, max_pixels=max_pixels)
+                      stretch_16bit=stretch_16bit, max_pixels=max_pixels, precision=precision)
             return
         result = fuse_files(net, inputs, output, gray=gray, bit_depth=bit_depth, tile=tile, overlap=overlap,
-                            stretch_16bit=stretch_16bit, max_pixels=max_pixels)
+                            stretch_16bit=stretch_16bit, max_pixels=max_pixels, precision=precision)
     if not quiet:
         for note in result.notes:
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)

@@ -59,6 +59,10 @@ def robustness(
     max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
                                           "many pixels, checked in the file header before decoding (default "
                                           "89478485, about 9459x9459; 0: no limit).", show_default=False),
+    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
+                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
+                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
+                                  "fp16: CUDA only."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
 ) -> None:
     """Degrade the visible images at increasing severity, fuse with each model, and score against the clean sources.
@@ -74,7 +78,7 @@ def robustness(
             result = run_robustness(dataset, names, kinds, levels, output, metrics=metrics, limit=limit, seed=seed,
                                     role=role, depth=depth, checkpoints=_checkpoints(checkpoint, names),
                                     device=dev, tile=tile, convention=convention, progress=bar,
-                                    stretch_16bit=stretch_16bit, max_pixels=max_pixels)
+                                    stretch_16bit=stretch_16bit, max_pixels=max_pixels, precision=precision)
     if quiet:
         return
     for note in result.notes:
