@@ -651,17 +651,20 @@ class Stage(nn.Module):
         y = conjugate_gradient(lambda p: p + run(p, ops.qa), rhs, state.y, self.config.cg_steps)
         ty_l = run(y, ops.t_l)
         e = self.shrink.forward_clamped(ty_l + state.f)
-        f = state.f + self.phi * (ty_l - e)
+        f = torch.addcmul(state.f, ty_l - e, self.phi)
         d = run(y - m, ops.t_k)
+        jcs = run(run(e, ops.tt_l) / self.filters - m, ops.t_k)
         h_prev, g_prev = state.h, state.g
-        h_tilde = (self.eta[0] * h_prev + self.eta[1] * d
-                   + self.eta[2] * run(run(e, ops.tt_l) / self.filters - m, ops.t_k))
+        # grad = 2 mu theta H / (1 + theta H^2) + lambda_h (H - H~) + tau (H - D - G) with
+        # H~ = eta1 H + eta2 D + eta3 jcs, its per-filter coefficients collected (fewer passes)
         theta = self.theta.clamp_min(0)
-        grad = (2 * self.mu * theta * h_prev / (1 + theta * h_prev ** 2)
-                + self.lambda_h * (h_prev - h_tilde)
-                + self.tau * (h_prev - d - g_prev))
-        h = h_prev - self.sigma * grad
-        g = g_prev + self.omega * (d - h)
+        grad = h_prev / torch.addcmul(torch.ones_like(theta), h_prev * h_prev, theta) * (2 * self.mu * theta)
+        grad = torch.addcmul(grad, h_prev, self.lambda_h * (1 - self.eta[0]) + self.tau)
+        grad = torch.addcmul(grad, d, self.lambda_h * self.eta[1] + self.tau, value=-1)
+        grad = torch.addcmul(grad, jcs, self.lambda_h * self.eta[2] * torch.ones_like(theta), value=-1)
+        grad = torch.addcmul(grad, g_prev, self.tau, value=-1)
+        h = torch.addcmul(h_prev, grad, self.sigma, value=-1)
+        g = torch.addcmul(g_prev, d - h, self.omega)
         return State(y, e, f, h, g)
 
     @torch.no_grad()
