@@ -154,6 +154,21 @@ def _msf(seed: int = 0, **config) -> tuple[CSCMSF, CSCMSF]:
     return fast.eval(), ref.eval()
 
 
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("height", [61, 9])
+def test_msf_backbone_in_bands_equals_the_whole_image(parts, height):
+    fast, _ = _msf()
+    x = torch.rand(31, height, 23, generator=torch.Generator().manual_seed(4))
+    bb = fast.cube_backbone
+    with torch.no_grad():
+        folded = (_csc_fast.fold_first(bb.conv0.weight, bb.act0), [_csc_fast.fold_dcu(u) for u in bb.units])
+        whole = _csc_fast.run_chain(x, x, *folded)
+        jobs, finish = _csc_fast.split_chain(x, x, *folded, parts=parts)
+        for job in reversed(jobs):  # the bands are independent
+            job()
+        assert torch.equal(finish(), whole)
+
+
 @pytest.mark.parametrize("radius", [1, 2])
 @pytest.mark.parametrize("lr_size, guide_size", [((9, 14), (18, 28)), ((11, 7), (23, 15)), ((40, 24), (80, 48))])
 def test_msf_fast_forward_equals_reference(radius, lr_size, guide_size):

@@ -32,18 +32,18 @@ their reference path (``path="reference"``) as the test oracle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._tasks import run_parallel, task_threads
+from ._tasks import run_parallel, task_threads, workers
 from .layers import DCU, SoftThreshold
 
 __all__ = ["Activation", "FoldedUnit", "fold_bn", "fold_activation", "fold_dcu", "fold_first", "run_chain",
-           "run_parallel", "task_threads", "BLOCK_ELEMENTS"]
+           "split_chain", "run_parallel", "task_threads", "workers", "BLOCK_ELEMENTS"]
 
 #: elements of a code updated per step: 1 MiB of float32 (one core's L2), 4096 rows of 64 channels
 BLOCK_ELEMENTS = 1 << 18
@@ -218,3 +218,46 @@ def run_chain(first_input: torch.Tensor, data: torch.Tensor, first: FoldedUnit, 
         nxt = chain[i + 1] if i + 1 < len(chain) else None
         _step(y, _taps(source, taps), unit, nxt, proj, planar_rows, block)
     return y
+
+
+def split_chain(first_input: torch.Tensor, data: torch.Tensor, first: FoldedUnit, units: Sequence[FoldedUnit],
+                parts: int) -> tuple[list, Callable[[], torch.Tensor]]:
+    """:func:`run_chain` as ``parts`` independent jobs on bands of rows, for :func:`run_parallel`.
+
+    Every unit looks one pixel further (its decoder and its encoder: two 3x3 correlations, the
+    first unit only its encoder), so a band with ``1 + 2 len(units)`` rows of context on each
+    inner side computes its own rows exactly (the reflect padding at the band's inner edges
+    corrupts only the context). Each band writes into its own stretch of one buffer; ``finish()``
+    (after the jobs) closes the gaps the context rows leave and returns the (H W, C) code.
+
+    Returns:
+        ``(jobs, finish)``.
+    """
+    ci, h, w = data.shape
+    c = first.enc.shape[1]
+    halo = 1 + 2 * len(units)
+    step = -(-h // parts)
+    bands = [(y0, min(y0 + step, h)) for y0 in range(0, h, step)]
+    spans = [(max(y0 - halo, 0), min(y1 + halo, h)) for y0, y1 in bands]
+    starts = [0]
+    for r0, r1 in spans:
+        starts.append(starts[-1] + r1 - r0)
+    buffer = data.new_empty(starts[-1] * w, c)
+
+    def job(i: int) -> None:
+        r0, r1 = spans[i]
+        run_chain(first_input[:, r0:r1], data[:, r0:r1], first, units,
+                  out=buffer[starts[i] * w:starts[i + 1] * w])
+
+    def finish() -> torch.Tensor:
+        # each band's own rows sit ``gap`` rows below their place: move them up in chunks of at
+        # most ``gap`` rows, first rows first, so that no chunk overlaps its source
+        rows = buffer.view(-1, w, c)
+        for i, (y0, y1) in enumerate(bands):
+            gap = starts[i] + y0 - spans[i][0] - y0
+            for a in range(y0, y1, gap or 1) if gap else ():
+                b = min(a + gap, y1)
+                rows[a:b].copy_(rows[a + gap:b + gap])
+        return buffer[:h * w]
+
+    return [lambda i=i: job(i) for i in range(len(bands))], finish

@@ -191,7 +191,7 @@ class CSCMSF(nn.Module):
     def _forward_fast(self, cube: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """``forward`` with the backbones in matrix form, codes channels last.
 
-        The two backbones run side by side; the guided filter's coefficients are fitted at low
+        The two backbones run side by side, in bands of rows; the guided filter's coefficients are fitted at low
         resolution as in the reference; the full-resolution code ``up(A) * z_G + up(b)`` and the
         decoder (its tap projections, one matrix product, summed with their shifts) are then
         computed band of rows by band of rows, bands side by side, without a full-size code.
@@ -204,17 +204,23 @@ class CSCMSF(nn.Module):
             backbone = getattr(self, name)
             folded[name] = (_fast.fold_first(backbone.conv0.weight, backbone.act0),
                             [_fast.fold_dcu(u) for u in backbone.units])
-        code_guide = guide.new_empty(b, gh * gw, c.channels)
-        code_cube = cube.new_empty(b, h * w, c.channels)
         guide, cube = guide.contiguous(), cube.contiguous()
-        jobs = []
+        # each backbone in bands of rows (exact, with context rows), all bands side by side: the
+        # two backbones' costs differ, bands balance the workers
+        parts = _fast.workers()
+        jobs, finishers = [], []
         for n in range(b):
-            jobs.append(lambda n=n: _fast.run_chain(guide[n], guide[n], *folded["guide_backbone"], out=code_guide[n]))
-            jobs.append(lambda n=n: _fast.run_chain(cube[n], cube[n], *folded["cube_backbone"], out=code_cube[n]))
+            for x, name in ((cube[n], "cube_backbone"), (guide[n], "guide_backbone")):
+                band_jobs, finish = _fast.split_chain(x, x, *folded[name], parts=parts)
+                jobs += band_jobs
+                finishers.append(finish)
         _fast.run_parallel(jobs)
+        codes = [finish() for finish in finishers]
         # the guided filter's coefficients at low resolution, (B, h, w, C), bands of rows side by side
-        code_guide = code_guide.view(b, gh, gw, c.channels)
-        code_cube = code_cube.view(b, h, w, c.channels)
+        code_cube = torch.stack([codes[2 * n].view(h, w, c.channels) for n in range(b)]) if b > 1 \
+            else codes[0].view(1, h, w, c.channels)
+        code_guide = torch.stack([codes[2 * n + 1].view(gh, gw, c.channels) for n in range(b)]) if b > 1 \
+            else codes[1].view(1, gh, gw, c.channels)
         a, shift = torch.empty_like(code_cube), torch.empty_like(code_cube)
         down_rows, down_cols = _upsample_index(gh, h, cube.device), _upsample_index(gw, w, cube.device)
         step = max(8, -(-h // 4))
