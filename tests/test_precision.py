@@ -105,3 +105,15 @@ def test_fuse_files_bf16_differs_from_fp32_by_rounding_only(tmp_path):
     b = fuse_files(model, [ir, vis], tmp_path / "b.png", precision="bf16")
     fa, fb = (cv2.imread(str(r.output), cv2.IMREAD_GRAYSCALE).astype(int) for r in (a, b))
     assert 0 < np.abs(fa - fb).max() <= 10 and np.abs(fa - fb).mean() < 1.5
+
+
+@pytest.mark.parametrize("name", ["frufn", "cscfuse-ivf"])
+def test_bf16_reaches_the_worker_threads_of_the_fast_paths(name):
+    """With two threads the fast paths run chunks / bands on worker threads; autocast is
+    thread-local, so they must get it from the caller (a bf16 tensor met a float32 one before)."""
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    ir, vis = (torch.rand(1, 1, 64, 96, generator=g) for _ in range(2))
+    model = create_model(name)
+    fp32, bf16 = fuse_tensors(model, [ir, vis]), fuse_tensors(model, [ir, vis], precision="bf16")
+    assert bf16.dtype == torch.float32 and 0 < (bf16 - fp32).abs().max() * 255 <= 4

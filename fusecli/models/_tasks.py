@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -78,16 +78,20 @@ def task_threads() -> Iterator[int]:
 def run_parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
     """Run independent CPU jobs side by side, one intra-op thread each (see :func:`task_threads`).
 
-    The jobs run in the caller's grad / inference mode; with one worker (or one job) in turn, in
+    The jobs run in the caller's grad / inference mode and autocast state (all thread-local in
+    torch: ``--precision bf16`` reaches the workers); with one worker (or one job) in turn, in
     order. Returns their results in order.
     """
     with task_threads() as count:
         if count <= 1 or len(jobs) <= 1:
             return [job() for job in jobs]
         inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+        autocast = [(dev, torch.get_autocast_dtype(dev)) for dev in ("cpu", "cuda") if torch.is_autocast_enabled(dev)]
 
         def call(job: Callable[[], T]) -> T:
-            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad), ExitStack() as stack:
+                for dev, dtype in autocast:
+                    stack.enter_context(torch.autocast(dev, dtype=dtype))
                 return job()
 
         pool = _POOLS.get(count)
