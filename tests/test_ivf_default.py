@@ -14,7 +14,7 @@ from fusecli.cli import app
 from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import CheckpointError
 from fusecli.models.auif_fusion import AUIFFusion, AUIFFusionConfig, transfer_detail, warm_start_from_auif
-from fusecli.models.classical import _BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
+from fusecli.models.classical import _BINOMIAL, _blur, _expand, _reduce, collapse_pyramid, laplacian_pyramid, usable_levels
 from fusecli.models._weights import find_card
 from fusecli.train import darken, intensity_gradient_loss
 
@@ -38,6 +38,18 @@ def test_laplacian_pyramid_collapses_back_to_the_image(shape):
     pyramid = laplacian_pyramid(x, levels, KERNEL)
     assert len(pyramid) == levels + 1
     assert torch.allclose(collapse_pyramid(pyramid, KERNEL), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 37, 50), (1, 3, 48, 64), (1, 1, 9, 8)])
+def test_pyramid_steps_equal_their_definitions(shape):
+    """REDUCE = blur, keep every second pixel; EXPAND = zeros between samples, blur, x4 (Burt & Adelson).
+    The fast forms compute only the kept / non-zero taps: the same values (float64: exactly)."""
+    x, k = torch.rand(shape, dtype=torch.float64), KERNEL.double()
+    small = _blur(x, k)[..., ::2, ::2]
+    assert torch.equal(_reduce(x, k), small)
+    up = small.new_zeros(*small.shape[:2], 2 * small.shape[-2], 2 * small.shape[-1])
+    up[..., ::2, ::2] = small
+    assert torch.allclose(_expand(small, shape[-2:], k), 4 * _blur(up, k)[..., :shape[-2], :shape[-1]], atol=1e-15)
 
 
 def test_levels_shrink_for_small_images():

@@ -145,6 +145,8 @@ class Stage(nn.Module):
         self.theta = nn.Parameter(torch.empty(1).normal_(1e-3, 1e-4))
         self.rest = nn.Sequential(nn.BatchNorm2d(1), nn.PReLU(1))
         self.operator = operator
+        #: (kernel version, kernels) of the last :meth:`composed_kernels` call without autograd
+        self._kernel_cache: tuple | None = None
 
     def _adjoint_kernel(self) -> torch.Tensor:
         return torch.rot90(self.kernel, 2, [-1, -2]).transpose(0, 1)
@@ -160,8 +162,18 @@ class Stage(nn.Module):
         Returns a dict of (1, 1, kh, kw) kernels for correlation with reflect-2-padded input:
         ``"inner"`` (5x5, every pixel not on the 1-pixel frame), ``"top"`` / ``"bottom"`` (3x5, the
         first / last row from the first / last three rows) and ``"left"`` / ``"right"`` (5x3).
-        Differentiable with respect to ``kernel``.
+        Differentiable with respect to ``kernel``. Without autograd the result is kept until the
+        kernel changes (inference probes once, not on every call).
         """
+        if torch.is_grad_enabled():
+            return self._probe_kernels()
+        key = (self.kernel._version, self.kernel.data_ptr(), self.kernel.dtype,
+               torch.is_autocast_enabled(self.kernel.device.type))
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            self._kernel_cache = (key, self._probe_kernels())
+        return self._kernel_cache[1]
+
+    def _probe_kernels(self) -> dict[str, torch.Tensor]:
         # 13 impulses on a 9x9 canvas: rows 0-2 and 6-8 at column 4 (top/bottom), columns 0-2 and 6-8
         # at row 4 (left/right), and the centre (inner). The responses read off at interior columns
         # (rows) are the kernels, flipped because the probe measures convolution, not correlation.

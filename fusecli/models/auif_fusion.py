@@ -131,7 +131,10 @@ class FusionStep(nn.Module):
     def forward(self, b_ir: torch.Tensor, b_vis: torch.Tensor, d_ir: torch.Tensor, d_vis: torch.Tensor,
                 ir: torch.Tensor, vis: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The fused image (``"sources"``), or the fused (base, detail) encodings (``"decoder"``)."""
-        h = self.net(torch.cat([b_ir, b_vis, d_ir, d_vis, ir, vis], dim=1))
+        x = torch.cat([b_ir, b_vis, d_ir, d_vis, ir, vis], dim=1)
+        if x.device.type == "cpu":  # oneDNN's convolutions with few channels: ~2.5x faster channels-last
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = self.net(x).contiguous()
         w = torch.sigmoid(h[:, 0:1])
         if self.output == "decoder":
             g = F.softplus(h[:, 1:3])

@@ -105,15 +105,32 @@ def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 def _reduce(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    return _blur(x, kernel)[..., ::2, ::2]
+    """Blur and keep every second row and column: ``_blur(x)[..., ::2, ::2]``, computed only where kept."""
+    c = x.shape[1]
+    k = kernel.to(x.dtype)
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c, stride=(1, 2))
+    return F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c, stride=(2, 1))
+
+
+def _expand_axis(x: torch.Tensor, dim: int, kernel: list[float]) -> torch.Tensor:
+    """Double ``x`` along ``dim`` (-1 or -2): zeros between samples, then the 5-tap filter with reflect
+    border, computed in two phases. Even outputs ``k0 x[m-1] + k2 x[m] + k4 x[m+1]``, odd outputs
+    ``k1 x[m] + k3 x[m+1]``; the zero-stuffed signal's reflect border reads ``x[-1] = x[1]`` and
+    ``x[n] = x[n-1]``."""
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)
+    prev, mid, nxt = (padded.narrow(dim, i, n) for i in range(3))
+    even = kernel[0] * prev + kernel[2] * mid + kernel[4] * nxt
+    odd = kernel[1] * mid + kernel[3] * nxt
+    return torch.stack([even, odd], dim=dim).flatten(dim - 1, dim)
 
 
 def _expand(x: torch.Tensor, size: tuple[int, int], kernel: torch.Tensor) -> torch.Tensor:
     """Upsample by 2 (zeros between samples, blur, x4) and crop to ``size``."""
-    b, c, h, w = x.shape
-    up = x.new_zeros(b, c, 2 * h, 2 * w)
-    up[..., ::2, ::2] = x
-    return 4 * _blur(up, kernel)[..., :size[0], :size[1]]
+    taps = kernel.tolist()
+    up = _expand_axis(_expand_axis(x, -1, taps), -2, taps)
+    return 4 * up[..., :size[0], :size[1]]
 
 
 def usable_levels(height: int, width: int, levels: int) -> int:
