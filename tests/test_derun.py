@@ -3,6 +3,8 @@ borders, the CLI, checkpoints, and a tiny overfit run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -106,28 +108,15 @@ def test_shrinkage_is_close_to_soft_threshold_off_grid_and_trains():
 # --- the stage is one ADMM iteration in the classical setting --------------------------------------------
 
 def _classical_stage(config: DeRUNConfig, admm: DeRUNADMMConfig) -> Stage:
-    """A DeRUN stage with Sobel extractors (x in the specific branch, y in the sharing branch),
-    exact adjoints as transposes, PReLU slopes 1, the soft threshold and lambda_h = 0."""
+    """A DeRUN stage in its classical initialisation (Stage.init_classical) with the scalars of
+    ``admm``; eta moved off its start (inert with lambda_h = 0)."""
+    config = replace(config, init="classical", rho=admm.rho, tau=admm.tau, mu=admm.mu, theta=admm.theta,
+                     sigma=admm.sigma, threshold=admm.lam / admm.rho, lambda_h=0.0)
     stage = Stage(config).double()
-    sob = sobel_kernels(torch.float64)
-    delta = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
-    delta[..., 1, 1] = 1
-    with torch.no_grad():
-        for branch, kernel in ((stage.T.spec_l, sob[:1]), (stage.T.spec_k, sob[:1]), (stage.T.share, sob[1:])):
-            branch.conv1.copy_(kernel)
-            branch.conv2.copy_(delta)
-            if isinstance(branch.act, torch.nn.PReLU):
-                branch.act.weight.fill_(1.0)
-        stage.Tt.copy_adjoint_of(stage.T)
-        stage.rho.fill_(admm.rho)
-        stage.tau.fill_(admm.tau)
-        stage.mu.fill_(admm.mu)
-        stage.theta.fill_(admm.theta)
-        stage.sigma.fill_(admm.sigma)
-        stage.phi.fill_(admm.phi)
-        stage.omega.fill_(admm.omega)
-        stage.lambda_h.fill_(0.0)
-        stage.eta.copy_(torch.tensor([0.3, 0.4, 0.5]))  # inert with lambda_h = 0
+    with torch.no_grad():  # the scalars again in float64 (the init's are float32)
+        for name in ("rho", "tau", "mu", "theta", "sigma", "phi", "omega"):
+            getattr(stage, name).fill_(getattr(admm, name))
+        stage.eta.copy_(torch.tensor([0.3, 0.4, 0.5]))
     stage.shrink.set_soft_threshold(admm.lam / admm.rho)
     return stage
 
@@ -141,21 +130,45 @@ def _random_state(b: int, h: int, w: int, seed: int) -> tuple[torch.Tensor, Stat
     return r(1, 0.3), State(r(1, 0.3), r(2, 0.2), r(2, 0.05), r(2, 0.2), r(2, 0.05))
 
 
-@pytest.mark.parametrize("mode", ["cg", "fft"])
-def test_one_classical_stage_equals_one_admm_iteration(mode):
+@pytest.mark.parametrize("mode,channels", [("cg", (1, 1)), ("fft", (1, 1)), ("cg", (4, 4)), ("cg", (0, 2)),
+                                           ("cg", (2, 0))])
+def test_one_classical_stage_equals_one_admm_iteration(mode, channels):
     admm_cfg = DeRUNADMMConfig(lam=0.024, rho=0.3, tau=0.7, mu=0.05, theta=20.0, sigma=0.3, phi=0.9, omega=1.1)
     assert (admm_cfg.lam / admm_cfg.rho / 0.02) % 1 < 1e-9  # the threshold 0.08 lies on the knot grid
-    config = DeRUNConfig(specific_channels=1, shared_channels=1, stages=1, cg_steps=200,
+    config = DeRUNConfig(specific_channels=channels[0], shared_channels=channels[1], stages=1, cg_steps=200,
                          activation="prelu" if mode == "cg" else "none", dfm_inverse=mode)
     stage = _classical_stage(config, admm_cfg)
     admm = DeRUNADMM(admm_cfg).double()
     m, state = _random_state(2, 13, 15, seed=3)
+    wide = State(state.y, *(_embed(z, channels) for z in state[1:]))
     with torch.no_grad():
-        ours = stage(m, state)
+        ours = stage(m, wide)
         ref = admm.iterate(m, state)
     for name, a, b in zip(State._fields, ours, ref):
-        assert a.shape == b.shape, name
+        if name != "y":  # the Sobel pair's channels of T_l / T_k; the other filters' stay zero
+            a = _sobel_channels(a, channels)
+            assert a.shape == b.shape, name
         assert torch.allclose(a, b, atol=1e-9, rtol=0), f"{name}: max diff {(a - b).abs().max():.3g}"
+
+
+def _sobel_index(channels: tuple[int, int]) -> list[int]:
+    """Where the (x, y) Sobel outputs sit among T_l's (or T_k's) [specific, shared] channels."""
+    spec, shared = channels
+    return [spec, spec + 1] if shared >= 2 else [0, spec] if shared == 1 else [0, 1]
+
+
+def _sobel_channels(z: torch.Tensor, channels: tuple[int, int]) -> torch.Tensor:
+    """The Sobel channels of a stage variable; asserts the other filters' channels are 0."""
+    idx = _sobel_index(channels)
+    assert not z[:, [i for i in range(z.shape[1]) if i not in idx]].any()
+    return z[:, idx]
+
+
+def _embed(z: torch.Tensor, channels: tuple[int, int]) -> torch.Tensor:
+    """A (B, 2, H, W) ADMM variable as a stage variable: the Sobel channels, zeros elsewhere."""
+    wide = z.new_zeros(z.shape[0], sum(channels), *z.shape[-2:])
+    wide[:, _sobel_index(channels)] = z
+    return wide
 
 
 def test_classical_derun_equals_admm_end_to_end():
@@ -170,6 +183,43 @@ def test_classical_derun_equals_admm_end_to_end():
     with torch.no_grad():
         a, b = model(u, v), DeRUNADMM(admm_cfg).double()(u, v)
     assert torch.allclose(a, b, atol=1e-8)
+
+
+def _luminance_pair(ir_path, vis_path) -> tuple[torch.Tensor, torch.Tensor]:
+    from fusecli import read_image
+    from fusecli.color import rgb_to_y
+    u, v = read_image(ir_path)[0], read_image(vis_path)[0]
+    return tuple(x if x.shape[1] == 1 else rgb_to_y(x) for x in (u, v))
+
+
+def _untrained_vs_admm(u: torch.Tensor, v: torch.Tensor) -> float:
+    """Largest difference, in grey levels, of the untrained default DeRUN from derun-admm."""
+    with torch.no_grad():
+        return float((DeRUN().eval()(u, v) - DeRUNADMM()(u, v)).abs().max() * 255)
+
+
+def test_untrained_derun_is_the_classical_solver():
+    """LISTA starts at ISTA: create_model("derun", weights=None) is derun-admm, within a grey level."""
+    model = create_model("derun", weights=None)
+    stage = model.stages[0]
+    assert model.config.init == "classical" and model.config.stages == DeRUNADMMConfig().iterations
+    assert stage.lambda_h.item() == 0 and torch.equal(stage.T.share.act.weight, torch.ones(4))
+    assert _untrained_vs_admm(*_luminance_pair(SAMPLES / "ir.png", SAMPLES / "vis_color.png")) <= 1.0
+
+
+@pytest.mark.parametrize("pair", ["01", "14"])
+def test_untrained_derun_is_the_classical_solver_on_tno(pair, tno_dir):
+    assert _untrained_vs_admm(*_luminance_pair(tno_dir / "ir" / f"{pair}.png", tno_dir / "vis" / f"{pair}.png")) <= 1.0
+
+
+def test_random_initialisation_stays_selectable():
+    model = DeRUN(DeRUNConfig(init="random", stages=2))
+    assert torch.equal(model.stages[0].T.share.act.weight, torch.full((4,), 0.25))
+    assert model.stages[0].T.share.conv2.abs().sum() > 0 and model.stages[0].T.spec_l.conv2.abs().sum() > 0
+    with pytest.raises(ConfigError, match="init"):
+        DeRUNConfig(init="sobel")
+    with pytest.raises(ConfigError, match="two filters"):
+        DeRUNConfig(specific_channels=0, shared_channels=1)
 
 
 def test_admm_operators_are_sobel_and_adjoint():

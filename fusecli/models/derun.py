@@ -130,75 +130,6 @@ BOUNDARIES = ("reflect", "mirror", "circular")
 
 
 @dataclass(frozen=True)
-class DeRUNConfig:
-    """Hyper-parameters of DeRUN; the defaults are the paper's where it gives them.
-
-    Attributes:
-        stages: unrolled ADMM iterations N (paper: 9).
-        specific_channels: channels of each weight-specific PWSM branch (T_l's and T_k's own).
-        shared_channels: channels of the weight-sharing PWSM branch (common to T_l and T_k);
-            L = K = specific_channels + shared_channels filters.
-        activation: ``"prelu"`` (non-linear PWSM) or ``"none"`` (linear extractors).
-        dfm_inverse: ``"cg"`` or ``"fft"`` (see the module docstring).
-        cg_steps: conjugate-gradient steps per stage for ``"cg"``.
-        knots: control points of the shrinkage (paper: I_t = 101, odd).
-        knot_step: their spacing (paper: 0.02).
-        threshold: initial soft threshold lambda/rho of the shrinkage.
-        rho, tau, mu, theta, sigma: initial penalty weights, log-penalty weight and sparsity, and
-            H step size of every stage.
-        eta: initial (eta1, eta2, eta3) of the joint constraint strategy.
-        lambda_h: initial weight of the JCS term.
-        boundary: ``"reflect"``, ``"mirror"`` or ``"circular"`` (see "Borders").
-        margin: pixels of reflection for ``boundary="reflect"``.
-        path: ``"fast"`` (each stage's operators as a few fused convolution chains,
-            :mod:`fusecli.models._derun_fast`, in training and inference; with ``dfm_inverse="cg"``)
-            or ``"reference"`` (branch by branch, the test oracle).
-    """
-
-    stages: int = 9
-    specific_channels: int = 4
-    shared_channels: int = 4
-    activation: str = "prelu"
-    dfm_inverse: str = "cg"
-    cg_steps: int = 3
-    knots: int = 101
-    knot_step: float = 0.02
-    threshold: float = 0.02
-    rho: float = 0.5
-    tau: float = 0.5
-    mu: float = 0.01
-    theta: float = 10.0
-    sigma: float = 0.5
-    eta: tuple[float, float, float] = (0.5, 0.5, 0.0)
-    lambda_h: float = 0.1
-    boundary: str = "reflect"
-    margin: int = 16
-    path: str = "fast"
-
-    def __post_init__(self) -> None:
-        if self.path not in ("fast", "reference"):
-            raise ConfigError(f"DeRUN path must be fast or reference, got {self.path!r}")
-        if self.stages < 1:
-            raise ConfigError(f"DeRUN needs at least one stage, got stages={self.stages}")
-        if self.specific_channels < 0 or self.shared_channels < 0 or self.specific_channels + self.shared_channels < 1:
-            raise ConfigError("DeRUN needs specific_channels >= 0, shared_channels >= 0 and at least one of them > 0")
-        if self.activation not in ("prelu", "none"):
-            raise ConfigError(f"DeRUN activation must be 'prelu' or 'none', got {self.activation!r}")
-        if self.dfm_inverse not in ("cg", "fft"):
-            raise ConfigError(f"DeRUN dfm_inverse must be 'cg' or 'fft', got {self.dfm_inverse!r}")
-        if self.dfm_inverse == "fft" and self.activation != "none":
-            raise ConfigError("DeRUN dfm_inverse='fft' needs linear extractors: set activation='none' "
-                              "(or use dfm_inverse='cg')")
-        if self.cg_steps < 1:
-            raise ConfigError(f"DeRUN cg_steps must be >= 1, got {self.cg_steps}")
-        if self.knots < 3 or self.knots % 2 == 0 or self.knot_step <= 0:
-            raise ConfigError("DeRUN knots must be odd and >= 3, knot_step > 0")
-        if len(self.eta) != 3:
-            raise ConfigError(f"DeRUN eta must be three numbers (eta1, eta2, eta3), got {self.eta!r}")
-        _check_boundary(self.boundary, self.margin)
-
-
-@dataclass(frozen=True)
 class DeRUNADMMConfig:
     """Fixed parameters of the classical HIFM solver (model ``derun-admm``).
 
@@ -206,7 +137,9 @@ class DeRUNADMMConfig:
     The paper gives no values for its PM+OS solver. The defaults were chosen by eye on one TNO pair
     (01, half size): ``lam`` <= 0.01 returns U unchanged (VIF/Qabf then look high because they
     reward copying a source), ``lam`` >= 0.2 loses U's warm targets; 0.05 keeps the targets and
-    takes V's texture. 30 iterations: the metrics change by < 0.001 between 15 and 60.
+    takes V's texture. 9 iterations, as DeRUN's 9 stages: an untrained DeRUN (classical
+    initialisation, :class:`DeRUNConfig`) is this solver, iteration for stage. (Run longer, ADMM
+    moves on: 30 iterations differ from 9 by 2.9 grey levels on average on TNO pair 01, at most 15.)
 
     Attributes:
         iterations: ADMM iterations.
@@ -223,7 +156,7 @@ class DeRUNADMMConfig:
         margin: pixels of reflection for ``boundary="reflect"``.
     """
 
-    iterations: int = 30
+    iterations: int = 9
     lam: float = 0.05
     mu: float = 0.005
     theta: float = 50.0
@@ -243,6 +176,89 @@ class DeRUNADMMConfig:
                 raise ConfigError(f"derun-admm {name} must be >= 0, got {getattr(self, name)}")
         if self.rho <= 0:
             raise ConfigError("derun-admm rho must be > 0 (the threshold is lam / rho)")
+        _check_boundary(self.boundary, self.margin)
+
+
+@dataclass(frozen=True)
+class DeRUNConfig:
+    """Hyper-parameters of DeRUN; the defaults are the paper's where it gives them.
+
+    Attributes:
+        stages: unrolled ADMM iterations N (paper: 9).
+        specific_channels: channels of each weight-specific PWSM branch (T_l's and T_k's own).
+        shared_channels: channels of the weight-sharing PWSM branch (common to T_l and T_k);
+            L = K = specific_channels + shared_channels filters.
+        activation: ``"prelu"`` (non-linear PWSM) or ``"none"`` (linear extractors).
+        dfm_inverse: ``"cg"`` or ``"fft"`` (see the module docstring).
+        cg_steps: conjugate-gradient steps per stage for ``"cg"`` (6: from the classical start the
+            untrained network is within 0.61 grey levels of ``derun-admm``'s exact Fourier solve on
+            TNO pairs 01, 05 and 14; 3 steps: 3.2).
+        knots: control points of the shrinkage (paper: I_t = 101, odd).
+        knot_step: their spacing (paper: 0.02).
+        threshold: initial soft threshold lambda/rho of the shrinkage.
+        rho, tau, mu, theta, sigma: initial penalty weights, log-penalty weight and sparsity, and
+            H step size of every stage.
+        eta: initial (eta1, eta2, eta3) of the joint constraint strategy.
+        lambda_h: initial weight of the JCS term (0: the stage is a plain ADMM iteration).
+        init: ``"classical"`` (default): every stage starts as one iteration of the classical solver
+            ``derun-admm`` (:meth:`Stage.init_classical`: Sobel extractors, exact adjoints, identity
+            activations, the soft threshold); the scalar defaults above are that solver's
+            (:class:`DeRUNADMMConfig`), so the untrained network is ``derun-admm``, as LISTA starts
+            at ISTA. ``"random"``: Kaiming-initialised extractors, PReLU slopes 0.25 (the paper's
+            ablation of a network trained from scratch).
+        boundary: ``"reflect"``, ``"mirror"`` or ``"circular"`` (see "Borders").
+        margin: pixels of reflection for ``boundary="reflect"``.
+        path: ``"fast"`` (each stage's operators as a few fused convolution chains,
+            :mod:`fusecli.models._derun_fast`, in training and inference; with ``dfm_inverse="cg"``)
+            or ``"reference"`` (branch by branch, the test oracle).
+    """
+
+    stages: int = 9
+    specific_channels: int = 4
+    shared_channels: int = 4
+    activation: str = "prelu"
+    dfm_inverse: str = "cg"
+    cg_steps: int = 6
+    knots: int = 101
+    knot_step: float = 0.02
+    threshold: float = DeRUNADMMConfig.lam / DeRUNADMMConfig.rho
+    rho: float = DeRUNADMMConfig.rho
+    tau: float = DeRUNADMMConfig.tau
+    mu: float = DeRUNADMMConfig.mu
+    theta: float = DeRUNADMMConfig.theta
+    sigma: float = DeRUNADMMConfig.sigma
+    eta: tuple[float, float, float] = (0.5, 0.5, 0.0)
+    lambda_h: float = 0.0
+    boundary: str = DeRUNADMMConfig.boundary
+    margin: int = DeRUNADMMConfig.margin
+    path: str = "fast"
+    init: str = "classical"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("classical", "random"):
+            raise ConfigError(f"DeRUN init must be classical or random, got {self.init!r}")
+        if self.init == "classical" and self.specific_channels + self.shared_channels < 2:
+            raise ConfigError("DeRUN's classical initialisation needs two filters (the Sobel pair): "
+                              "specific_channels + shared_channels >= 2")
+        if self.path not in ("fast", "reference"):
+            raise ConfigError(f"DeRUN path must be fast or reference, got {self.path!r}")
+        if self.stages < 1:
+            raise ConfigError(f"DeRUN needs at least one stage, got stages={self.stages}")
+        if self.specific_channels < 0 or self.shared_channels < 0 or self.specific_channels + self.shared_channels < 1:
+            raise ConfigError("DeRUN needs specific_channels >= 0, shared_channels >= 0 and at least one of them > 0")
+        if self.activation not in ("prelu", "none"):
+            raise ConfigError(f"DeRUN activation must be 'prelu' or 'none', got {self.activation!r}")
+        if self.dfm_inverse not in ("cg", "fft"):
+            raise ConfigError(f"DeRUN dfm_inverse must be 'cg' or 'fft', got {self.dfm_inverse!r}")
+        if self.dfm_inverse == "fft" and self.activation != "none":
+            raise ConfigError("DeRUN dfm_inverse='fft' needs linear extractors: set activation='none' "
+                              "(or use dfm_inverse='cg')")
+        if self.cg_steps < 1:
+            raise ConfigError(f"DeRUN cg_steps must be >= 1, got {self.cg_steps}")
+        if self.knots < 3 or self.knots % 2 == 0 or self.knot_step <= 0:
+            raise ConfigError("DeRUN knots must be odd and >= 3, knot_step > 0")
+        if len(self.eta) != 3:
+            raise ConfigError(f"DeRUN eta must be three numbers (eta1, eta2, eta3), got {self.eta!r}")
         _check_boundary(self.boundary, self.margin)
 
 
@@ -593,6 +609,41 @@ class Stage(nn.Module):
         self.mu, self.theta, self.sigma = vec(c.mu), vec(c.theta), vec(c.sigma)
         self.eta = nn.Parameter(torch.tensor([float(v) for v in c.eta]))
         self.lambda_h = nn.Parameter(torch.tensor(float(c.lambda_h)))
+        if c.init == "classical":
+            self.init_classical()
+
+    @torch.no_grad()
+    def init_classical(self) -> None:
+        """Make the extractors the classical solver's: ``T_l = T_k =`` the two Sobel operators (x, y;
+        the other filters' outputs zero), ``T^T`` their exact adjoints, every PReLU slope 1 (the
+        identity). With the scalars at :class:`DeRUNADMMConfig`'s values (the config defaults) and
+        ``lambda_h = 0`` the stage is one iteration of ``derun-admm``.
+
+        The Sobel pair goes into the sharing branch (both extractors read it) when it has two
+        channels, else one kernel each into the sharing and the specific branches, else into the
+        specific branches. A Sobel output ``o`` reads hidden channel ``o``, which passes the image
+        through (a centred impulse); the other hidden channels keep their random first layer and
+        get zero second-layer weights, so they start silent but receive gradients.
+        """
+        sob = sobel_kernels(self.rho.dtype, self.rho.device)
+        branches = [b for b in (self.T.spec_l, self.T.spec_k, self.T.share) if b is not None]
+        for branch in branches + [b for b in (self.Tt.spec_l, self.Tt.spec_k, self.Tt.share) if b is not None]:
+            if isinstance(branch.act, nn.PReLU):
+                branch.act.weight.fill_(1.0)
+        for branch in branches:
+            branch.conv2.zero_()
+        c = self.config
+        if c.shared_channels >= 2:
+            plan = [(self.T.share, 0, sob[0]), (self.T.share, 1, sob[1])]
+        elif c.shared_channels == 1:
+            plan = [(self.T.spec_l, 0, sob[0]), (self.T.spec_k, 0, sob[0]), (self.T.share, 0, sob[1])]
+        else:
+            plan = [(b, i, sob[i]) for b in (self.T.spec_l, self.T.spec_k) for i in (0, 1)]
+        for branch, o, kernel in plan:
+            branch.conv1[o].zero_()
+            branch.conv1[o, 0, 1, 1] = 1.0
+            branch.conv2[o, o] = kernel[0]
+        self.Tt.copy_adjoint_of(self.T)
 
     # -- DFM -----------------------------------------------------------------------------------------
     def apply_qa(self, y: torch.Tensor) -> torch.Tensor:
