@@ -19,9 +19,6 @@ merges the manifests of the shards.
 
 from __future__ import annotations
 
-from .models import DEFAULT_MODEL
-
-import copy
 import json
 import os
 import re
@@ -34,17 +31,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import torch
 from torch import nn
 
 from . import __version__
 from .errors import ConfigError, DeviceError, FusecliError, ShapeError
 from .inference import check_tiling, fuse_images, prepare_16bit, resolve_device, resolve_precision
-from .io import IMAGE_EXTENSIONS, read_image, write_image, write_text_atomic
-from .locking import hold_output_lock, releases_output_locks
+from .io import IMAGE_EXTENSIONS, read_image, write_image
+from .locking import releases_output_locks
+from .models import DEFAULT_MODEL
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
+from .runs import build_models, claim_output, resample, resize_index, stretch_note, stretch_record, write_json
 
 __all__ = ["PairRecord", "BatchResult", "run_batch", "merge_manifests", "parse_devices", "manifest_name",
            "MANIFEST", "MANIFEST_FORMAT"]
@@ -105,9 +102,7 @@ class BatchResult:
         stretched = [(r.stem, name) for r in self.records if r.stretched for name in r.stretched]
         if not stretched:
             return []
-        pairs = len({stem for stem, _ in stretched})
-        return [f"stretched {len(stretched)} 16-bit source(s) of {pairs} pair(s) that use less than half of "
-                f"0..65535 to the full range (e.g. {stretched[0][1]}); --no-stretch-16bit keeps the raw values"]
+        return [stretch_note([name for _, name in stretched], len({stem for stem, _ in stretched}))]
 
     @property
     def failures(self) -> list[PairRecord]:
@@ -124,11 +119,170 @@ class BatchResult:
         return done / self.seconds if self.seconds > 0 else 0.0
 
 
-# --- helpers ---------------------------------------------------------------------------------------
+# --- the run -----------------------------------------------------------------------------------------
 
-def manifest_name(shard: tuple[int, int] | None) -> str:
-    """``manifest.json``, or ``manifest.shard-I-of-N.json`` for shard I of N."""
-    return MANIFEST if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.json"
+ProgressFn = Callable[[int, int, "PairRecord | None"], None]
+
+
+@releases_output_locks
+def run_batch(
+    dataset: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    model: str | nn.Module | Sequence[nn.Module] = DEFAULT_MODEL,
+    *,
+    checkpoint: str | Path | None = None,
+    weights: str | None = "default",
+    fusion: str | None = None,
+    device: str = "auto",
+    devices: str | Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
+    ext: str = "png",
+    gray: bool = False,
+    bit_depth: int = 8,
+    tile: int = 0,
+    overlap: int = 32,
+    batch_size: int = 1,
+    workers: int | None = None,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    resize_to: str | None = None,
+    stretch_16bit: bool | None = None,
+    max_pixels: int | None = None,
+    progress: ProgressFn | None = None,
+    precision: str = "fp32",
+) -> BatchResult:
+    """Fuse every pair of ``dataset`` into ``output/<stem>.<ext>`` and write a manifest.
+
+    Args:
+        dataset: folder with role sub-folders (``ir/`` + ``vis/``, ``ct/`` + ``mri/``, ...; see
+            :data:`fusecli.pairs.LAYOUTS`).
+        output: output folder (created); must not be the dataset or a role folder.
+        model: a registry name (built with ``checkpoint``/``weights``/``fusion`` on each device),
+            or ready model(s), one per device.
+        checkpoint, weights, fusion: as for :func:`fusecli.models.create_model` (``weights=None``:
+            random initialisation).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (one device).
+        devices: several devices, e.g. ``"0,1"`` (CUDA indices): one model copy and compute thread each.
+        roles: role folder names in model-input order (default: detected).
+        ext: output format: png, jpg, tif or bmp.
+        gray, bit_depth, tile, overlap: as for ``fusecli fuse``.
+        batch_size: fuse up to this many pairs of equal size in one forward pass. 1 (the default) is
+            byte-identical to ``fuse``; larger batches can differ from it by float rounding
+            (at most one grey level, at very few pixels).
+        workers: reader threads and writer threads (each); default min(4, CPU count).
+        overwrite: fuse pairs whose output exists (default: skip them).
+        shard: ``"i/N"``, ``"auto"`` (SLURM job array) or ``(i, N)``: process only the pairs whose
+            stem hashes to shard i of N (see :func:`fusecli.pairs.shard_of`).
+        resize_to: when the sides of a pair differ in size, resample the others to the size of this
+            role (``ir``/``a``: first, ``vis``/``b``: second, or a role folder name): INTER_AREA when
+            shrinking, INTER_LINEAR when enlarging. Default: such pairs fail.
+        stretch_16bit: as for :func:`fusecli.inference.fuse_files` (None: stretch the 16-bit sources
+            that use less than half of their range; the pairs are listed in ``PairRecord.stretched``
+            and summed up in ``BatchResult.notes``).
+        max_pixels: a source above this many pixels fails its pair (see :func:`fusecli.io.read_image`).
+        progress: called in the calling thread as ``progress(done, total, record)``: once with
+            ``record=None`` before fusing (``total``: pairs to fuse), then once per finished pair.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the models' compute precision
+            (see :func:`fusecli.inference.resolve_precision`); recorded in the manifest (a resumed
+            run must use the same).
+
+    Returns:
+        A :class:`BatchResult`; ``result.failures`` lists the failed and unmatched pairs.
+
+    Raises:
+        ConfigError, DeviceError, CheckpointError, UnknownNameError: bad options, dataset or
+            output folder (nothing is fused). Per-pair problems are recorded, not raised.
+        ImageWriteError: another run into ``output`` (the same shard, or an unsharded run) is going
+            on: it holds the folder's lock (see :mod:`fusecli.locking`); nothing is written.
+    """
+    start = time.perf_counter()
+    dataset = Path(dataset)
+    # plan: check the options, pair the dataset, build the models, claim the output folder
+    ext, workers, shard_spec = _check_options(ext, bit_depth, batch_size, tile, overlap, workers, shard)
+    scan = scan_pairs(dataset, roles)
+    resize = resize_index(resize_to, scan.roles)
+    models, identity = _models(model, checkpoint=checkpoint, weights=weights, fusion=fusion, device=device,
+                               devices=devices)
+    precision = str(precision).strip().lower()
+    for m in models:
+        resolve_precision(precision, next(m.parameters()).device)
+    out_dir = claim_output(output, dataset, scan.roles, shard=shard_spec)  # one run per folder (shard) from here on
+    records, todo = _plan(scan, dataset, out_dir, ext, shard_spec, overwrite)
+    options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
+               "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],
+               "stretch_16bit": stretch_record(stretch_16bit), "precision": precision,
+               "batch_size": batch_size, "workers": workers, "overwrite": overwrite,
+               "devices": [str(next(m.parameters()).device) for m in models]}
+    header = {"format": MANIFEST_FORMAT, "fusecli_version": __version__, **identity, "options": options,
+              "dataset": str(dataset.resolve()), "roles": list(scan.roles), "shard": format_shard(shard_spec)}
+    manifest = _Manifest(out_dir / manifest_name(shard_spec), header, records, overwrite=overwrite, start=start)
+
+    # execute: fuse what is to do; the manifest is rewritten every few seconds and at the end
+    _remove_stale_temporaries(out_dir, {target.name for _, _, target in todo} | {manifest.path.name})
+    manifest.write(finished=False)
+    if progress:
+        progress(0, len(todo), None)
+    completed = False
+    try:
+        _Pipeline(models, todo, scan.roles, resize, getattr(models[0], "min_size", 1), gray, tile, overlap,
+                  bit_depth, batch_size, workers, progress, len(todo), lambda: manifest.write(finished=False),
+                  read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}, precision=precision).run()
+        completed = True
+    finally:  # also on Ctrl-C: the manifest records what was done ("pending": not done)
+        manifest.write(finished=completed)
+
+    # report
+    ordered = [records[s] for s in sorted(records)]
+    return BatchResult(ordered, manifest.path, time.perf_counter() - start, scan.roles, shard_spec, _count(ordered))
+
+
+# --- planning ------------------------------------------------------------------------------------------
+
+def _check_options(ext: str, bit_depth: int, batch_size: int, tile: int, overlap: int, workers: int | None,
+                   shard: str | tuple[int, int] | None) -> tuple[str, int, tuple[int, int] | None]:
+    """The options that need no dataset, checked: ``(".ext", workers, shard)``.
+
+    Raises:
+        ConfigError: a bad value (the message names the option).
+    """
+    ext = "." + ext.lower().lstrip(".")
+    if ext not in IMAGE_EXTENSIONS:
+        raise ConfigError(f"--ext {ext[1:]!r}: use one of {', '.join(e[1:] for e in IMAGE_EXTENSIONS)}")
+    if bit_depth not in (8, 16):
+        raise ConfigError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and ext in _EIGHT_BIT_ONLY:
+        raise ConfigError(f"--ext {ext[1:]} stores 8-bit images only; use --ext png or tif for --bit-depth 16")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    check_tiling(tile, overlap)
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    shard_spec = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
+    if shard_spec is not None:
+        index, count = shard_spec
+        if count < 1 or not 0 <= index < count:
+            raise ConfigError(f"shard {index}/{count}: need 0 <= i < N")
+    return ext, workers, shard_spec
+
+
+def _models(model: str | nn.Module | Sequence[nn.Module], *, checkpoint: str | Path | None, weights: str | None,
+            fusion: str | None, device: str, devices: str | Sequence[str] | None
+            ) -> tuple[list[nn.Module], dict[str, Any]]:
+    """One model per device, and what the manifest records of them (``model``, ``weights``,
+    ``weights_sha256``). A name is built on each device (see :func:`fusecli.runs.build_models`);
+    ready models are used as given."""
+    if isinstance(model, str):
+        name = model.lower()
+        models = build_models(name, checkpoint=checkpoint, weights=weights, fusion=fusion,
+                              devices=parse_devices(devices, default=device))
+        return models, {"model": name, "weights": models[0].weights_info,
+                        "weights_sha256": _weights_sha256(checkpoint, weights, name)}
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    if not models:
+        raise ConfigError("no model given")
+    return models, {"model": type(models[0]).__name__.lower(), "weights": getattr(models[0], "weights_info", None),
+                    "weights_sha256": None}
 
 
 def parse_devices(spec: str | Sequence[str] | None, default: str = "auto") -> list[torch.device]:
@@ -157,8 +311,78 @@ def parse_devices(spec: str | Sequence[str] | None, default: str = "auto") -> li
     return devices
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+def _plan(scan: PairScan, dataset: Path, out_dir: Path, ext: str, shard: tuple[int, int] | None, overwrite: bool
+          ) -> tuple[dict[str, PairRecord], deque[tuple[Pair, PairRecord, Path]]]:
+    """A record for every pair (and unmatched file) of this shard, by stem, and the pairs to fuse:
+    those whose output does not exist yet (all of them with ``overwrite``); the others are skipped."""
+
+    def in_shard(stem: str) -> bool:
+        return shard is None or shard_of(stem, shard[1]) == shard[0]
+
+    def rel(path: Path) -> str:
+        try:
+            return path.relative_to(dataset).as_posix()
+        except ValueError:
+            return str(path)
+
+    records: dict[str, PairRecord] = {}
+    todo: deque[tuple[Pair, PairRecord, Path]] = deque()
+    for pair in scan.pairs:
+        if not in_shard(pair.stem):
+            continue
+        target = out_dir / f"{pair.stem}{ext}"
+        record = PairRecord(pair.stem, "pending", [rel(p) for p in pair.paths], output=target.name)
+        records[pair.stem] = record
+        if target.exists() and not overwrite:
+            record.status = "skipped"
+        else:
+            todo.append((pair, record, target))
+    for kind, files in (("unmatched", scan.unmatched), ("duplicates", scan.duplicates)):
+        for role, paths in files.items():
+            for path in paths:
+                if not in_shard(path.stem):
+                    continue
+                if kind == "unmatched":
+                    others = " or ".join(f"{r}/" for r in scan.roles if r != role)
+                    message = f"missing partner: no file with stem {path.stem!r} in {others}"
+                else:
+                    message = ambiguity(scan, path.stem)
+                record = records.setdefault(path.stem, PairRecord(path.stem, "unmatched", [], error=message))
+                record.inputs.append(rel(path))
+    return records, todo
+
+
+# --- the manifest --------------------------------------------------------------------------------------
+
+def manifest_name(shard: tuple[int, int] | None) -> str:
+    """``manifest.json``, or ``manifest.shard-I-of-N.json`` for shard I of N."""
+    return MANIFEST if shard is None else f"manifest.shard-{shard[0]}-of-{shard[1]}.json"
+
+
+class _Manifest:
+    """A run's manifest: the fixed ``header`` (model, weights, options, dataset), then every pair's
+    record, rewritten atomically by :meth:`write`.
+
+    Opening it refuses an output folder that holds outputs made with other settings (unless
+    ``overwrite``) and gives the records of pairs skipped in this run their earlier timings.
+    """
+
+    def __init__(self, path: Path, header: dict[str, Any], records: dict[str, PairRecord], *, overwrite: bool,
+                 start: float):
+        self.path, self.header, self.records, self.start = path, header, records, start
+        earlier, self.created = _check_earlier_manifests(path.parent, path, header, overwrite)
+        for stem, record in records.items():
+            old = earlier.get(stem)
+            if record.status == "skipped" and old and old.get("status") in ("fused", "skipped"):
+                for key in ("width", "height", "channels", "device", "read_s", "fuse_s", "write_s"):
+                    setattr(record, key, old.get(key))
+
+    def write(self, *, finished: bool) -> None:
+        write_json(self.path, {**self.header, "created": self.created,
+                               "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "finished": finished, "seconds": round(time.perf_counter() - self.start, 3),
+                               "summary": _count(self.records.values()),
+                               "pairs": [self.records[s].to_json() for s in sorted(self.records)]})
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -198,27 +422,38 @@ def _weights_sha256(checkpoint: str | Path | None, weights: str | None, model_na
     return {card.file: card.sha256}
 
 
-def _resample(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Resample a (1, C, H, W) image to width x height: INTER_AREA to shrink, INTER_LINEAR to enlarge."""
-    _, _, h, w = image.shape
-    shrink = width <= w and height <= h
-    array = image[0].permute(1, 2, 0).numpy()
-    out = cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).unsqueeze(0).clamp_(0, 1)
+def _check_earlier_manifests(out_dir: Path, manifest_path: Path, header: dict[str, Any], overwrite: bool
+                             ) -> tuple[dict[str, dict[str, Any]], str]:
+    """Refuse to add outputs made with other settings to ``out_dir`` (unless ``overwrite``); return the
+    pair records of earlier runs (from this manifest and ``manifest.json``) and the creation time."""
+    earlier: dict[str, dict[str, Any]] = {}
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    new = _settings(header)
+    for other in sorted(out_dir.glob("manifest*.json")):
+        data = _read_manifest(other)
+        old = _settings(data)
+        if not overwrite and old != new:
+            diff = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in new if old[k] != new[k])
+            raise ConfigError(f"'{out_dir}' holds outputs made with other settings ({other.name}: {diff}); "
+                              "pass --overwrite to redo them, or choose another -o")
+        if other == manifest_path or other.name == MANIFEST:
+            earlier.update({p["stem"]: p for p in data["pairs"] if isinstance(p, dict) and "stem" in p})
+        if other == manifest_path and isinstance(data.get("created"), str):
+            created = data["created"]
+    return earlier, created
 
 
-def _resize_index(resize_to: str | None, roles: tuple[str, ...]) -> int | None:
-    if resize_to is None or resize_to == "":
-        return None
-    if resize_to in roles:
-        return roles.index(resize_to)
-    aliases = {"a": 0, "ir": 0, "b": 1, "vis": 1}
-    if resize_to.lower() in aliases:
-        return aliases[resize_to.lower()]
-    raise ConfigError(f"--resize-to {resize_to!r}: use ir or vis (a or b), or a role folder ({', '.join(roles)})")
+def _count(records) -> dict[str, int]:
+    counts = {"pairs": 0, "fused": 0, "skipped": 0, "failed": 0, "unmatched": 0, "pending": 0}
+    for r in records:
+        counts["pairs"] += 1
+        counts[r.status] = counts.get(r.status, 0) + 1
+    if not counts["pending"]:
+        del counts["pending"]
+    return counts
 
+
+# --- the pipeline ----------------------------------------------------------------------------------
 
 @dataclass
 class _Loaded:
@@ -247,7 +482,7 @@ def _load(pair: Pair, record: PairRecord, output: Path, roles: tuple[str, ...], 
             raise ShapeError(f"size mismatch: {listing}; register the pair, or pass --resize-to "
                              f"{roles[0]} (or {roles[1]}) to resample the other side")
         width, height = sizes[resize]
-        images = [im if i == resize else _resample(im, width, height) for i, im in enumerate(images)]
+        images = [im if i == resize else resample(im, width, height) for i, im in enumerate(images)]
     width, height = sizes[resize or 0]
     if min(width, height) < min_size:
         raise ShapeError(f"image is {width}x{height} pixels; this model needs at least {min_size}x{min_size}")
@@ -300,248 +535,6 @@ def _remove_stale_temporaries(out_dir: Path, outputs: set[str]) -> int:
             entry.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-# --- the run -----------------------------------------------------------------------------------------
-
-ProgressFn = Callable[[int, int, "PairRecord | None"], None]
-
-
-@releases_output_locks
-def run_batch(
-    dataset: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    model: str | nn.Module | Sequence[nn.Module] = DEFAULT_MODEL,
-    *,
-    checkpoint: str | Path | None = None,
-    weights: str | None = "default",
-    fusion: str | None = None,
-    device: str = "auto",
-    devices: str | Sequence[str] | None = None,
-    roles: Sequence[str] | None = None,
-    ext: str = "png",
-    gray: bool = False,
-    bit_depth: int = 8,
-    tile: int = 0,
-    overlap: int = 32,
-    batch_size: int = 1,
-    workers: int | None = None,
-    overwrite: bool = False,
-    shard: str | tuple[int, int] | None = None,
-    resize_to: str | None = None,
-    stretch_16bit: bool | None = None,
-    max_pixels: int | None = None,
-    progress: ProgressFn | None = None,
-    precision: str = "fp32",
-) -> BatchResult:
-    """Fuse every pair of ``dataset`` into ``output/<stem>.<ext>`` and write a manifest.
-
-    Args:
-        dataset: folder with role sub-folders (``ir/`` + ``vis/``, ``ct/`` + ``mri/``, ...; see
-            :data:`fusecli.pairs.LAYOUTS`).
-        output: output folder (created); must not be a role folder.
-        model: a registry name (built with ``checkpoint``/``weights``/``fusion`` on each device),
-            or ready model(s), one per device.
-        checkpoint, weights, fusion: as for :func:`fusecli.models.create_model` (``weights=None``:
-            random initialisation).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (one device).
-        devices: several devices, e.g. ``"0,1"`` (CUDA indices): one model copy and compute thread each.
-        roles: role folder names in model-input order (default: detected).
-        ext: output format: png, jpg, tif or bmp.
-        gray, bit_depth, tile, overlap: as for ``fusecli fuse``.
-        batch_size: fuse up to this many pairs of equal size in one forward pass. 1 (the default) is
-            byte-identical to ``fuse``; larger batches can differ from it by float rounding
-            (at most one grey level, at very few pixels).
-        workers: reader threads and writer threads (each); default min(4, CPU count).
-        overwrite: fuse pairs whose output exists (default: skip them).
-        shard: ``"i/N"``, ``"auto"`` (SLURM job array) or ``(i, N)``: process only the pairs whose
-            stem hashes to shard i of N (see :func:`fusecli.pairs.shard_of`).
-        resize_to: when the sides of a pair differ in size, resample the others to the size of this
-            role (``ir``/``a``: first, ``vis``/``b``: second, or a role folder name): INTER_AREA when
-            shrinking, INTER_LINEAR when enlarging. Default: such pairs fail.
-        stretch_16bit: as for :func:`fusecli.inference.fuse_files` (None: stretch the 16-bit sources
-            that use less than half of their range; the pairs are listed in ``PairRecord.stretched``
-            and summed up in ``BatchResult.notes``).
-        max_pixels: a source above this many pixels fails its pair (see :func:`fusecli.io.read_image`).
-        progress: called in the calling thread as ``progress(done, total, record)``: once with
-            ``record=None`` before fusing (``total``: pairs to fuse), then once per finished pair.
-        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the models' compute precision
-            (see :func:`fusecli.inference.resolve_precision`); recorded in the manifest (a resumed
-            run must use the same).
-
-    Returns:
-        A :class:`BatchResult`; ``result.failures`` lists the failed and unmatched pairs.
-
-    Raises:
-        ConfigError, DeviceError, CheckpointError, UnknownNameError: bad options, dataset or
-            output folder (nothing is fused). Per-pair problems are recorded, not raised.
-        ImageWriteError: another run into ``output`` (the same shard, or an unsharded run) is going
-            on: it holds the folder's lock (see :mod:`fusecli.locking`); nothing is written.
-    """
-    start = time.perf_counter()
-    dataset, out_dir = Path(dataset), Path(output)
-    ext = "." + ext.lower().lstrip(".")
-    if ext not in IMAGE_EXTENSIONS:
-        raise ConfigError(f"--ext {ext[1:]!r}: use one of {', '.join(e[1:] for e in IMAGE_EXTENSIONS)}")
-    if bit_depth not in (8, 16):
-        raise ConfigError(f"--bit-depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and ext in _EIGHT_BIT_ONLY:
-        raise ConfigError(f"--ext {ext[1:]} stores 8-bit images only; use --ext png or tif for --bit-depth 16")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    check_tiling(tile, overlap)
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    shard_spec = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
-    if shard_spec is not None:
-        index, count = shard_spec
-        if count < 1 or not 0 <= index < count:
-            raise ConfigError(f"shard {index}/{count}: need 0 <= i < N")
-
-    scan: PairScan = scan_pairs(dataset, roles)
-    role_dirs = [(dataset / r).resolve() for r in scan.roles]
-    if out_dir.resolve() in role_dirs or out_dir.resolve() == dataset.resolve():
-        raise ConfigError(f"the output folder '{out_dir}' is the dataset or one of its role folders; "
-                          "choose another -o")
-    resize = _resize_index(resize_to, scan.roles)
-
-    # models: one per device
-    if isinstance(model, str):
-        model_name = model.lower()
-        devs = parse_devices(devices, default=device)
-        first = _create(model_name, checkpoint, weights, devs[0], fusion)
-        # copies, not new models: with random weights (weights=None) every device must agree
-        models = [first] + [copy.deepcopy(first).to(dev) for dev in devs[1:]]
-        weights_info = models[0].weights_info
-        sha = _weights_sha256(checkpoint, weights, model_name)
-    else:
-        models = [model] if isinstance(model, nn.Module) else list(model)
-        if not models:
-            raise ConfigError("no model given")
-        model_name = type(models[0]).__name__.lower()
-        weights_info = getattr(models[0], "weights_info", None)
-        sha = None
-    precision = str(precision).strip().lower()
-    for m in models:
-        resolve_precision(precision, next(m.parameters()).device)
-    min_size = getattr(models[0], "min_size", 1)
-
-    def rel(path: Path) -> str:
-        try:
-            return path.relative_to(dataset).as_posix()
-        except ValueError:
-            return str(path)
-
-    # what this shard does
-    def in_shard(stem: str) -> bool:
-        return shard_spec is None or shard_of(stem, shard_spec[1]) == shard_spec[0]
-
-    # one run per output folder (per shard) at a time: from here on, until the run ends
-    hold_output_lock(out_dir, shard_spec)
-    records: dict[str, PairRecord] = {}
-    todo: deque[tuple[Pair, PairRecord, Path]] = deque()
-    for pair in scan.pairs:
-        if not in_shard(pair.stem):
-            continue
-        target = out_dir / f"{pair.stem}{ext}"
-        record = PairRecord(pair.stem, "pending", [rel(p) for p in pair.paths], output=target.name)
-        records[pair.stem] = record
-        if target.exists() and not overwrite:
-            record.status = "skipped"
-        else:
-            todo.append((pair, record, target))
-    for kind, files in (("unmatched", scan.unmatched), ("duplicates", scan.duplicates)):
-        for role, paths in files.items():
-            for path in paths:
-                if not in_shard(path.stem):
-                    continue
-                if kind == "unmatched":
-                    others = " or ".join(f"{r}/" for r in scan.roles if r != role)
-                    message = f"missing partner: no file with stem {path.stem!r} in {others}"
-                else:
-                    message = ambiguity(scan, path.stem)
-                record = records.setdefault(path.stem, PairRecord(path.stem, "unmatched", [], error=message))
-                record.inputs.append(rel(path))
-
-    # the manifest: refuse to mix outputs made with other settings, keep the records of earlier runs
-    manifest_path = out_dir / manifest_name(shard_spec)
-    options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
-               "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],
-               "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit), "precision": precision,
-               "batch_size": batch_size, "workers": workers, "overwrite": overwrite,
-               "devices": [str(next(m.parameters()).device) for m in models]}
-    header = {"format": MANIFEST_FORMAT, "fusecli_version": __version__, "model": model_name,
-              "weights": weights_info, "weights_sha256": sha, "options": options,
-              "dataset": str(dataset.resolve()), "roles": list(scan.roles), "shard": format_shard(shard_spec)}
-    earlier, created = _check_earlier_manifests(out_dir, manifest_path, header, overwrite)
-    for stem, record in records.items():
-        old = earlier.get(stem)
-        if record.status == "skipped" and old and old.get("status") in ("fused", "skipped"):
-            for key in ("width", "height", "channels", "device", "read_s", "fuse_s", "write_s"):
-                setattr(record, key, old.get(key))
-
-    def write_manifest(finished: bool) -> None:
-        counts = _count(records.values())
-        elapsed = time.perf_counter() - start
-        data = {**header, "created": created,
-                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "finished": finished, "seconds": round(elapsed, 3), "summary": counts,
-                "pairs": [records[s].to_json() for s in sorted(records)]}
-        _write_json_atomically(manifest_path, data)
-
-    _remove_stale_temporaries(out_dir, {target.name for _, _, target in todo} | {manifest_path.name})
-    write_manifest(False)
-    total = len(todo)
-    if progress:
-        progress(0, total, None)
-    completed = False
-    try:
-        _Pipeline(models, todo, scan.roles, resize, min_size, gray, tile, overlap, bit_depth, batch_size,
-                  workers, progress, total, lambda: write_manifest(False),
-                  read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}, precision=precision).run()
-        completed = True
-    finally:  # also on Ctrl-C: the manifest records what was done ("pending": not done)
-        write_manifest(completed)
-    ordered = [records[s] for s in sorted(records)]
-    return BatchResult(ordered, manifest_path, time.perf_counter() - start, scan.roles, shard_spec,
-                       _count(ordered))
-
-
-def _check_earlier_manifests(out_dir: Path, manifest_path: Path, header: dict[str, Any], overwrite: bool
-                             ) -> tuple[dict[str, dict[str, Any]], str]:
-    """Refuse to add outputs made with other settings to ``out_dir`` (unless ``overwrite``); return the
-    pair records of earlier runs (from this manifest and ``manifest.json``) and the creation time."""
-    earlier: dict[str, dict[str, Any]] = {}
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    new = _settings(header)
-    for other in sorted(out_dir.glob("manifest*.json")):
-        data = _read_manifest(other)
-        old = _settings(data)
-        if not overwrite and old != new:
-            diff = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in new if old[k] != new[k])
-            raise ConfigError(f"'{out_dir}' holds outputs made with other settings ({other.name}: {diff}); "
-                              "pass --overwrite to redo them, or choose another -o")
-        if other == manifest_path or other.name == MANIFEST:
-            earlier.update({p["stem"]: p for p in data["pairs"] if isinstance(p, dict) and "stem" in p})
-        if other == manifest_path and isinstance(data.get("created"), str):
-            created = data["created"]
-    return earlier, created
-
-
-def _create(name: str, checkpoint, weights, dev: torch.device, fusion: str | None) -> nn.Module:
-    from .models import create_model
-    return create_model(name, checkpoint=checkpoint, weights=weights, device=dev, fusion=fusion)
-
-
-def _count(records) -> dict[str, int]:
-    counts = {"pairs": 0, "fused": 0, "skipped": 0, "failed": 0, "unmatched": 0, "pending": 0}
-    for r in records:
-        counts["pairs"] += 1
-        counts[r.status] = counts.get(r.status, 0) + 1
-    if not counts["pending"]:
-        del counts["pending"]
-    return counts
 
 
 class _Pipeline:
@@ -713,6 +706,7 @@ def merge_manifests(output: str | os.PathLike[str]) -> dict[str, Any]:
         "summary": summary,
         "pairs": [pairs[s] for s in sorted(pairs)],
     })
-    _write_json_atomically(base_path, merged)
+    write_json(base_path, merged)
     return merged
+
 

@@ -31,7 +31,7 @@ import torch
 
 from .errors import ConfigError, ImageReadError, ImageWriteError, ShapeError
 from .inference import fuse_images, prepare_16bit, resolve_device
-from .io import IMAGE_EXTENSIONS, quantize, read_image, write_bytes_atomic
+from .io import IMAGE_EXTENSIONS, _same_file, quantize, read_image, write_bytes_atomic
 from .pairs import Pair, scan_pairs
 
 __all__ = ["Zoom", "Grid", "comparison_grid", "to_rgb8", "label_strip_height", "source_label", "select_pairs",
@@ -396,8 +396,7 @@ def write_figure(path: str | os.PathLike[str], grid: Grid, *, protect: Sequence[
     if suffix not in FIGURE_EXTENSIONS:
         raise ImageWriteError(f"cannot write '{path}': use one of {', '.join(FIGURE_EXTENSIONS)}")
     for other in protect:
-        other = Path(other)
-        if path.resolve() == other.resolve() or (path.exists() and other.exists() and os.path.samefile(path, other)):
+        if _same_file(path, Path(other)):
             raise ImageWriteError(f"refusing to write '{path}': it is one of the inputs; choose another -o")
     if suffix == ".pdf":
         data = _pdf_bytes(grid)

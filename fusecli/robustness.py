@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -41,13 +40,14 @@ from .degrade import image_rng, parse_kinds, resolve_depth
 from .degrade import degrade as _degrade
 from .degrade.apply import _depth_files, _read_depth
 from .degrade.levels import MAX_LEVEL, level_params
-from .errors import ConfigError, ImageWriteError, ShapeError
+from .errors import ConfigError, ShapeError
 from .inference import check_tiling, fuse_images, prepare_16bit, resolve_precision
-from .io import quantize, read_image, write_text_atomic
-from .locking import hold_output_lock, releases_output_locks
+from .io import quantize, read_image, write_bytes_atomic, write_text_atomic
+from .locking import releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
 from .metrics._checks import check_convention
 from .pairs import Pair, scan_pairs
+from .runs import build_models, claim_output, stretch_note, stretch_record, write_json
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -184,11 +184,6 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text)
-
-
 def _gray_255(image: torch.Tensor, convention: str) -> np.ndarray:
     """(1, C, H, W) in [0, 1] -> (H, W) float64 gray levels of its 8-bit version, as the metrics
     toolboxes read a saved image (colour: the convention's RGB -> gray rule)."""
@@ -270,13 +265,14 @@ def run_robustness(
         A :class:`RobustnessResult`.
 
     Raises:
-        ConfigError, UnknownNameError, CheckpointError, ImageReadError, ShapeError, DeviceError.
-        ImageWriteError: ``output`` is (part of) the dataset, or another run into it is going on
-            (it holds the folder's lock, see :mod:`fusecli.locking`; nothing is written).
+        ConfigError (also: ``output`` is the dataset or one of its role folders), UnknownNameError,
+        CheckpointError, ImageReadError, ShapeError, DeviceError.
+        ImageWriteError: another run into ``output`` is going on (it holds the folder's lock, see
+            :mod:`fusecli.locking`; nothing is written).
     """
     start = time.perf_counter()
-    sweeps = parse_sweeps(kinds)
-    level_list = parse_levels(levels)
+    # plan: check the options, pair the dataset, build the models, claim the report folder
+    sweeps, level_list = parse_sweeps(kinds), parse_levels(levels)
     metric_names, skipped = resolve_metrics(metrics)
     convention = check_convention(convention)  # before anything is written
     image_rng(seed, "")  # validates the seed
@@ -285,7 +281,6 @@ def run_robustness(
     check_tiling(tile, 0)
     resolve_precision(precision, device)
     depth_spec = resolve_depth(depth)
-
     scan = scan_pairs(dataset, roles)
     pairs: list[Pair] = scan.pairs[:limit] if limit else scan.pairs
     if not pairs:
@@ -298,143 +293,179 @@ def run_robustness(
     depth_maps: dict[str, Path] = {}
     if isinstance(depth_spec, Path) and any("haze" in s for s in sweeps):
         depth_maps = _depth_files(depth_spec, [p.paths[role_index] for p in pairs])
+    built = _models(models, checkpoints, device)
+    sweep = _Sweep(role_index=role_index, metrics=metric_names, convention=convention, tile=tile, precision=precision,
+                   seed=seed, depth=depth_spec, depth_maps=depth_maps, inverse_depth=inverse_depth,
+                   stretch_16bit=stretch_16bit, max_pixels=max_pixels,
+                   setting={"role": chosen_role, "metrics": metric_names, "convention": convention, "tile": tile,
+                            "stretch_16bit": stretch_record(stretch_16bit),
+                            **({} if precision == "fp32" else {"precision": precision})})  # fp32: as earlier runs
+    out_dir = claim_output(output, dataset, scan.roles, command="robustness")  # one run per folder from here on
+    cells = [sweep.cell(label, built[label], kinds_, lv, pairs, out_dir / "cells")
+             for label in built for kinds_, lv in _cells(sweeps, level_list)]
 
-    out_dir = Path(output)
-    dataset_path = Path(dataset)
-    if out_dir.resolve() == dataset_path.resolve() or any(
-            out_dir.resolve() == (dataset_path / r).resolve() for r in scan.roles):
-        raise ImageWriteError(f"output '{out_dir}' is (part of) the dataset; choose another report folder")
-    cells_dir = out_dir / "cells"
-
-    # models: build lazily, once each
-    if isinstance(models, Mapping):
-        built: dict[str, nn.Module] = dict(models)
-        labels = list(built)
-    else:
-        labels = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
-        if not labels:
-            raise ConfigError("no model given; pass e.g. --models auif")
-        built = {}
-        from .models import create_model, get_entry
-
-        for label in labels:
-            get_entry(label)  # unknown names fail before any work
-        extra = sorted(set(checkpoints or {}) - set(labels))
-        if extra:
-            raise ConfigError(f"--checkpoint for {', '.join(extra)}, which is not in --models")
-        for label in labels:
-            ckpt = (checkpoints or {}).get(label)
-            built[label] = create_model(label, checkpoint=ckpt, device=device)
-    if len(set(labels)) != len(labels):
-        raise ConfigError("a model is named twice in --models")
-
-    # the cells: (model, sweep label, level); level 0 shared by all sweeps
-    plan: list[tuple[str, tuple[str, ...], int]] = []
-    for label in labels:
-        if 0 in level_list:
-            plan.append((label, (), 0))
-        for sweep in sweeps:
-            plan.extend((label, sweep, lv) for lv in level_list if lv > 0)
-
-    def cell_key(label: str, sweep: tuple[str, ...], lv: int) -> dict[str, Any]:
-        model = built[label]
-        key: dict[str, Any] = {
-            "model": label, "weights": str(getattr(model, "weights_info", type(model).__name__)),
-            "kinds": list(sweep), "level": lv, "role": chosen_role, "metrics": metric_names,
-            "convention": convention, "tile": tile,
-            "stretch_16bit": "auto" if stretch_16bit is None else bool(stretch_16bit),
-            **({} if precision == "fp32" else {"precision": precision}),  # fp32 cells of earlier runs stay valid
-        }
-        if lv > 0:
-            key.update(seed=seed, depth=str(depth_spec), inverse_depth=inverse_depth,
-                       parameters={k: level_params(k, lv) for k in sweep})
-        return key
-
-    def cell_path(label: str, sweep: tuple[str, ...], lv: int) -> Path:
-        kind = "+".join(sweep) if sweep else "clean"
-        return cells_dir / f"{_safe(label)}__{_safe(kind)}__L{lv}.json"
-
-    hold_output_lock(out_dir, command="robustness")  # one run per report folder: from here until the end
-    states = []
-    todo = 0
+    # execute: evaluate the pairs the cells miss, each cell's file rewritten after every pair
     result = RobustnessResult(csv=out_dir / "robustness.csv", metrics=metric_names, skipped_metrics=skipped,
-                              pairs=len(pairs))
-    for label, sweep, lv in plan:
-        key = cell_key(label, sweep, lv)
-        rows = _load_cell(cell_path(label, sweep, lv), key)
-        rows = {p.stem: rows[p.stem] for p in pairs if p.stem in rows and set(rows[p.stem]) >= set(metric_names)}
-        missing = [p for p in pairs if p.stem not in rows]
-        result.reused += len(rows)
-        todo += len(missing)
-        states.append((label, sweep, lv, key, rows, missing))
-
-    done = 0
+                              pairs=len(pairs), reused=sum(len(c.rows) for c in cells))
+    todo = sum(len(c.missing) for c in cells)
     stretched: set[tuple[str, str]] = set()  # (source, note) of the 16-bit sources prepare_16bit stretched
-    for label, sweep, lv, key, rows, missing in states:
-        if not missing:
-            continue
-        model = built[label]
-        path = cell_path(label, sweep, lv)
-        description = f"{label} {'+'.join(sweep) or 'clean'} L{lv}"
-        all_rows = dict(rows)
-        for pair in missing:
-            prepared = [prepare_16bit(*read_image(p, max_pixels=max_pixels), stretch_16bit) for p in pair.paths]
-            images = [t for t, _ in prepared]
-            stretched.update((str(p), note) for p, (_, note) in zip(pair.paths, prepared) if note)
-            clean = list(images)
-            if lv > 0:
-                value: Any = (_read_depth(depth_maps[pair.paths[role_index].stem], max_pixels) if depth_maps
-                              else depth_spec)
-                images[role_index] = _degrade(images[role_index], sweep, lv, seed=seed, name=pair.stem,
-                                              depth=value, inverse_depth=inverse_depth)
-            if len({tuple(t.shape[-2:]) for t in images}) > 1:
-                raise ShapeError(f"pair {pair.stem!r}: the sources differ in size; register or resize them first")
-            fused = fuse_images(model, images, tile=tile, precision=precision)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # undefined values come back as NaN, reported as nan
-                values = evaluate(_gray_255(fused, convention), [_gray_255(c, convention) for c in clean],
-                                  names=metric_names, convention=convention)
-            all_rows[pair.stem] = {m: float(v[0]) for m, v in values.items()}
-            _atomic_write(path, json.dumps({"key": key, "rows": {
-                s: {m: _to_json_value(v) for m, v in r.items()} for s, r in all_rows.items()}}, indent=1))
+    for cell in cells:
+        for pair in cell.missing:
+            cell.rows[pair.stem] = sweep.evaluate(built[cell.label], pair, cell.kinds, cell.level, stretched)
+            write_json(cell.path, {"key": cell.key, "rows": {
+                s: {m: _to_json_value(v) for m, v in r.items()} for s, r in cell.rows.items()}})
             result.computed += 1
-            done += 1
             if progress is not None:
-                progress(done, todo, description)
-        rows.update(all_rows)
+                progress(result.computed, todo, cell.description)
 
-    # the table
-    table: list[list[Any]] = []
-    by_cell = {(s[0], s[1], s[2]): s[4] for s in states}
-    for label in labels:
-        for sweep in sweeps:
-            kind = "+".join(sweep)
-            for lv in level_list:
-                rows = by_cell[(label, () if lv == 0 else sweep, lv)]
-                for pair in pairs:
-                    r = rows[pair.stem]
-                    table.append([label, kind, lv, pair.stem] + [_num(r.get(m)) for m in metric_names])
-                means = {m: _nanmean([_num(rows[p.stem].get(m)) for p in pairs]) for m in metric_names}
-                result.means[(label, kind, lv)] = means
-                table.append([label, kind, lv, MEAN_ROW] + [means[m] for m in metric_names])
-    buffer = _io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["model", "kind", "level", "pair", *metric_names])
-    for row in table:
-        writer.writerow([_fmt(v) for v in row])
-    _atomic_write(result.csv, buffer.getvalue())
-
+    # report: the table, the notes, the plots
+    result.means = _write_table(result.csv, cells, sweeps, level_list, pairs, metric_names)
     if len(stretched) == 1:
         result.notes.append(next(iter(stretched))[1])
     elif stretched:
-        example = Path(min(stretched)[0]).name
-        result.notes.append(f"stretched {len(stretched)} 16-bit sources that use less than half of 0..65535 to the "
-                            f"full range (e.g. {example}); --no-stretch-16bit keeps the raw values")
+        sources = sorted({source for source, _ in stretched})
+        result.notes.append(stretch_note([Path(s).name for s in sources],
+                                         sum(any(str(p) in sources for p in pair.paths) for pair in pairs)))
     if plots:
         result.plots, result.plots_note = write_plots(result.means, out_dir, metric_names,
                                                       title=f"{Path(dataset).resolve().name}, {len(pairs)} pairs")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _models(models: Sequence[str] | Mapping[str, nn.Module], checkpoints: Mapping[str, str | os.PathLike[str]] | None,
+            device: str | torch.device) -> dict[str, nn.Module]:
+    """``{label: model}``: ready models as given, names built (see :func:`fusecli.runs.build_models`)
+    with their checkpoint or shipped weights.
+
+    Raises:
+        ConfigError: no model, a model named twice, a checkpoint for a model not swept.
+        UnknownNameError, CheckpointError, DeviceError.
+    """
+    if isinstance(models, Mapping):
+        return dict(models)
+    labels = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
+    if not labels:
+        raise ConfigError("no model given; pass e.g. --models auif")
+    from .models import get_entry
+
+    for label in labels:
+        get_entry(label)  # unknown names fail before any work
+    if len(set(labels)) != len(labels):
+        raise ConfigError("a model is named twice in --models")
+    extra = sorted(set(checkpoints or {}) - set(labels))
+    if extra:
+        raise ConfigError(f"--checkpoint for {', '.join(extra)}, which is not in --models")
+    return {label: build_models(label, checkpoint=(checkpoints or {}).get(label), devices=[device])[0]
+            for label in labels}
+
+
+def _cells(sweeps: Sequence[tuple[str, ...]], levels: Sequence[int]) -> list[tuple[tuple[str, ...], int]]:
+    """A model's cells, ``(kinds, level)``: level 0 once (kinds ``()``, shared by all sweeps), then
+    each sweep's levels above 0."""
+    return ([((), 0)] if 0 in levels else []) + [(s, lv) for s in sweeps for lv in levels if lv > 0]
+
+
+@dataclass
+class _Cell:
+    """One (model, kinds, level) of a sweep: the key of everything that determines its values, its
+    file under ``cells/``, the rows it holds (by stem) and the pairs it misses."""
+
+    label: str
+    kinds: tuple[str, ...]
+    level: int
+    key: dict[str, Any]
+    path: Path
+    rows: dict[str, dict[str, float]]
+    missing: list[Pair]
+
+    @property
+    def description(self) -> str:
+        return f"{self.label} {'+'.join(self.kinds) or 'clean'} L{self.level}"
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """The checked settings of a run: how a pair is degraded, fused and scored, and what a cell's key
+    holds of them (``setting``: those that apply to every cell)."""
+
+    role_index: int
+    metrics: list[str]
+    convention: str
+    tile: int
+    precision: str
+    seed: int
+    depth: Any
+    depth_maps: dict[str, Path]
+    inverse_depth: bool
+    stretch_16bit: bool | None
+    max_pixels: int | None
+    setting: dict[str, Any]
+
+    def cell(self, label: str, model: nn.Module, kinds: tuple[str, ...], level: int, pairs: Sequence[Pair],
+             cells_dir: Path) -> _Cell:
+        """The cell, with the rows an earlier run left under a matching key."""
+        key: dict[str, Any] = {"model": label, "weights": str(getattr(model, "weights_info", type(model).__name__)),
+                               "kinds": list(kinds), "level": level, **self.setting}
+        if level > 0:
+            key.update(seed=self.seed, depth=str(self.depth), inverse_depth=self.inverse_depth,
+                       parameters={k: level_params(k, level) for k in kinds})
+        path = cells_dir / f"{_safe(label)}__{_safe('+'.join(kinds) if kinds else 'clean')}__L{level}.json"
+        rows = _load_cell(path, key)
+        rows = {p.stem: rows[p.stem] for p in pairs if p.stem in rows and set(rows[p.stem]) >= set(self.metrics)}
+        return _Cell(label, kinds, level, key, path, rows, [p for p in pairs if p.stem not in rows])
+
+    def evaluate(self, model: nn.Module, pair: Pair, kinds: tuple[str, ...], level: int,
+                 stretched: set[tuple[str, str]]) -> dict[str, float]:
+        """Degrade the pair's role at ``level``, fuse, and score against the clean sources; the
+        16-bit sources stretched are added to ``stretched``.
+
+        Raises:
+            ImageReadError, ShapeError (sources of different sizes).
+        """
+        prepared = [prepare_16bit(*read_image(p, max_pixels=self.max_pixels), self.stretch_16bit) for p in pair.paths]
+        images = [t for t, _ in prepared]
+        stretched.update((str(p), note) for p, (_, note) in zip(pair.paths, prepared) if note)
+        clean = list(images)
+        if level > 0:
+            i = self.role_index
+            depth = (_read_depth(self.depth_maps[pair.paths[i].stem], self.max_pixels) if self.depth_maps
+                     else self.depth)
+            images[i] = _degrade(images[i], kinds, level, seed=self.seed, name=pair.stem, depth=depth,
+                                 inverse_depth=self.inverse_depth)
+        if len({tuple(t.shape[-2:]) for t in images}) > 1:
+            raise ShapeError(f"pair {pair.stem!r}: the sources differ in size; register or resize them first")
+        fused = fuse_images(model, images, tile=self.tile, precision=self.precision)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # undefined values come back as NaN, reported as nan
+            values = evaluate(_gray_255(fused, self.convention), [_gray_255(c, self.convention) for c in clean],
+                              names=self.metrics, convention=self.convention)
+        return {m: float(v[0]) for m, v in values.items()}
+
+
+def _write_table(path: Path, cells: Sequence[_Cell], sweeps: Sequence[tuple[str, ...]], levels: Sequence[int],
+                 pairs: Sequence[Pair], metric_names: Sequence[str]) -> dict[tuple[str, str, int], dict[str, float]]:
+    """Write ``robustness.csv``: per model, sweep and level a row per pair, then the mean row; return
+    the means, ``{(model, kind, level): {metric: mean}}`` (level 0: the clean cell under every kind)."""
+    by_cell = {(c.label, c.kinds, c.level): c.rows for c in cells}
+    labels = list(dict.fromkeys(c.label for c in cells))
+    means: dict[tuple[str, str, int], dict[str, float]] = {}
+    buffer = _io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "kind", "level", "pair", *metric_names])
+    for label in labels:
+        for sweep in sweeps:
+            kind = "+".join(sweep)
+            for lv in levels:
+                rows = by_cell[(label, () if lv == 0 else sweep, lv)]
+                for pair in pairs:
+                    writer.writerow([_fmt(v) for v in [label, kind, lv, pair.stem]
+                                     + [_num(rows[pair.stem].get(m)) for m in metric_names]])
+                mean = means[(label, kind, lv)] = {m: _nanmean([_num(rows[p.stem].get(m)) for p in pairs])
+                                                   for m in metric_names}
+                writer.writerow([_fmt(v) for v in [label, kind, lv, MEAN_ROW] + [mean[m] for m in metric_names]])
+    write_text_atomic(path, buffer.getvalue())
+    return means
 
 
 def _num(v: Any) -> float:
@@ -502,8 +533,6 @@ def write_plots(
         fig.savefig(buffer, format="png", dpi=90)
         plt.close(fig)
         out_dir.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, path)
+        write_bytes_atomic(path, buffer.getvalue())
         files.append(path)
     return files, ""

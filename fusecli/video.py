@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batch import _resample, _resize_index
 from .errors import ConfigError, ImageReadError, ImageWriteError, ShapeError
 from .inference import _colour_mode, check_source_count, check_tiling, fuse_images, prepare_16bit, resolve_precision
-from .io import IMAGE_EXTENSIONS, MAX_PIXELS, read_image, write_image
+from .io import IMAGE_EXTENSIONS, MAX_PIXELS, _same_file, read_image, write_image
+from .runs import resample, resize_index
 
 __all__ = ["VIDEO_EXTENSIONS", "WRITE_CODECS", "DEFAULT_FPS", "StreamInfo", "VideoResult", "is_video_path",
            "is_sequence_pattern", "FrameReader", "open_stream", "VideoWriterSink", "SequenceSink", "open_sink",
@@ -404,21 +404,15 @@ class VideoResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _same_path(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and os.path.samefile(a, b)
-
-
 def _check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an output that would overwrite an input: the same file, or a frame pattern writing into
     the folder of an input frame sequence."""
     for source in inputs:
         if is_sequence_pattern(output) and is_sequence_pattern(source):
-            if _same_path(output.parent, source.parent):
+            if _same_file(output.parent, source.parent):
                 raise ImageWriteError(f"refusing to write frames '{output}' into the folder of the input frames "
                                       f"'{source}'; write them to another folder")
-        elif _same_path(output, source):
+        elif _same_file(output, source):
             raise ImageWriteError(f"refusing to write '{output}': it is one of the inputs; choose another output")
 
 
@@ -486,7 +480,7 @@ def fuse_videos(
         raise ConfigError("this model super-resolves a spectral cube; it does not fuse videos")
     check_source_count(model, 2)
     roles = tuple(getattr(model, "inputs", ())) or ("ir", "vis")
-    resize = _resize_index(resize_to, roles)
+    resize = resize_index(resize_to, roles)
     sources, output = [Path(ir), Path(vis)], Path(output)
     _check_output(output, sources)
     readers = [open_stream(p, max_pixels=max_pixels, stretch_16bit=stretch_16bit) for p in sources]
@@ -530,7 +524,7 @@ def fuse_videos(
                                      f"{min(lengths)} frames, {sources[1 - shorter].name} goes on; trim them to "
                                      "the same frames first")
                 if resize is not None:
-                    batches = [[f if (f.shape[-1], f.shape[-2]) == (width, height) else _resample(f, width, height)
+                    batches = [[f if (f.shape[-1], f.shape[-2]) == (width, height) else resample(f, width, height)
                                 for f in b] for b in batches]
                 fused = fuse_images(model, [torch.cat(b) for b in batches], gray=gray, tile=tile,
                                     overlap=overlap, precision=precision).cpu()
