@@ -21,7 +21,7 @@ from collections import defaultdict
 import torch
 
 from fusecli import create_model, fuse_tensors, resolve_device
-from fusecli.models.cscfuse import l1_attention
+from fusecli.models.cscfuse_ivf import l1_attention
 
 
 def _size(text: str) -> tuple[int, int]:

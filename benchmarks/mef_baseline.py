@@ -9,7 +9,7 @@ Scenes: the held-out part of :func:`fusecli.train.splits.mefb_split` (every 5th 
 20 of 100; the 80 others are for ``fusecli train cscfuse-mef``). Each scene is the ``under`` /
 ``over`` pair of ``../shared/datasets/mefb``. Fused images are rounded to 8 bits as ``fusecli
 fuse`` writes them. Score: MEF-SSIM (Ma et al. 2015, single scale,
-:func:`fusecli.metrics.mef.mef_ssim`) on the BT.601 luma (0-255) of the fused image against the
+:func:`fusecli.metrics.mef_ssim.mef_ssim`) on the BT.601 luma (0-255) of the fused image against the
 lumas of the two exposures; mean over the scenes. ``--full`` adds MEF-MS-SSIM (3 scales, what
 MEFB's ``metricsMEF_SSIM`` reports) and CSC-MEF's output before the official 0.5 % / 99.5 %
 stretch ("no stretch": ``model.blend``, clamped).
@@ -33,7 +33,7 @@ from fusecli import create_model, resolve_device
 from fusecli.color import rgb_to_y
 from fusecli.inference import fuse_images
 from fusecli.io import quantize, read_image, write_text_atomic
-from fusecli.metrics.mef import mef_ms_ssim, mef_ssim
+from fusecli.metrics.mef_ssim import mef_ms_ssim, mef_ssim
 from fusecli.pairs import scan_pairs
 from fusecli.train.splits import mefb_split
 

@@ -237,7 +237,7 @@ def mef_msssim_lum(fused: torch.Tensor, exposures: torch.Tensor, *, window: int 
     the training objective of CSC-MEF's official code.
 
     This is the fast training form (Ma et al., MEF-Net, TIP 2020), not the evaluation metric of
-    :func:`fusecli.metrics.mef.mef_ssim`: the desired local structure is that of the exposure with
+    :func:`fusecli.metrics.mef_ssim.mef_ssim`: the desired local structure is that of the exposure with
     the largest local variance (not the weighted, rescaled mix), statistics use an 11x11 Gaussian
     window (sigma 11/6, zero padding, every pixel), and a luminance term compares the fused local
     mean with the exposures' local means weighted by global and local well-exposedness

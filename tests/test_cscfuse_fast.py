@@ -14,7 +14,7 @@ from fusecli.errors import ConfigError
 from fusecli.inference import fuse_tensors
 from fusecli.io import read_image
 from fusecli.models import _csc_fast
-from fusecli.models.cscfuse import CSCIVF, CSCIVFConfig
+from fusecli.models.cscfuse_ivf import CSCIVF, CSCIVFConfig
 from fusecli.models.cscfuse_msf import CSCMSF, CSCMSFConfig
 from fusecli.models.layers import box_blur
 

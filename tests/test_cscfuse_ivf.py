@@ -15,7 +15,7 @@ from fusecli.errors import CheckpointError, ConfigError
 from fusecli.inference import fuse_tensors
 from fusecli.io import read_image
 from fusecli.models._weights import load_state_dict
-from fusecli.models.cscfuse import (DCU, CSCIVF, CSCIVFConfig, convert_official, histogram_saliency, l1_attention,
+from fusecli.models.cscfuse_ivf import (DCU, CSCIVF, CSCIVFConfig, convert_official, histogram_saliency, l1_attention,
                                     saliency_weights)
 from fusecli.models.layers import SoftThreshold, box_mean, guided_filter
 

@@ -1,4 +1,4 @@
-"""FRUFN and EFRUFN: the UF cell, Swin-V2 masks, the Anderson solver, padding, the 1-step gradient's
+"""FRUFN and EFRUFN: the UF cell, Swin-V2 masks, padding, the 1-step gradient's
 flat memory, the official EFRUFN checkpoint and the command line."""
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from fusecli import create_model
 from fusecli.cli import app
 from fusecli.errors import CheckpointError, ConfigError, ShapeError
-from fusecli.models.efrufn import EFRUFN, EFRUFNConfig, anderson, default_init_std, fixed_point
-from fusecli.models.frufn import FRUFN, FRUFNConfig
-from fusecli.models.layers import MaskGenerator, UFCell, shifted_window_mask
+from fusecli.models.efrufn import EFRUFN, EFRUFNConfig, default_init_std
+from fusecli.models.frufn import FRUFN, FRUFNConfig, MaskGenerator, UFCell
+from fusecli.models.swin_v2 import shifted_window_mask
 
 TINY = dict(channels=8, heads=2, depth=2)
 
@@ -97,56 +97,7 @@ def test_frufn_parameter_counts_match_paper():
     assert round(n_efrufn / 1e6, 3) == 0.236
 
 
-# ------------------------------------------------------------------ solvers
-
-
-def _toy_map(seed: int = 0, dim: int = 5, rho: float = 0.95):
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
-    a = rho * q  # orthogonal times 0.95: a contraction with |eigenvalues| = 0.95 (slow for plain iteration)
-    b = torch.randn(2, dim, generator=g, dtype=torch.float64)
-    x_star = torch.linalg.solve(torch.eye(dim, dtype=torch.float64) - a, b.T).T
-    return (lambda x: x @ a.T + b), x_star
-
-
-def test_anderson_converges_to_known_fixed_point_faster_than_plain_iteration():
-    f, x_star = _toy_map()
-    x0 = torch.zeros_like(x_star)
-    xa, info_a = anderson(f, x0, max_iter=100, tol=1e-9)
-    xp, info_p = fixed_point(f, x0, max_iter=2000, tol=1e-9)
-    assert info_a.converged and info_p.converged
-    assert torch.allclose(xa, x_star, atol=1e-7)
-    assert torch.allclose(xp, x_star, atol=1e-6)
-    assert info_a.method == "anderson"
-    assert info_a.iterations < 40 < 300 < info_p.iterations
-    assert info_a.residual < 1e-9 and len(info_a.trace) == info_a.iterations - 1
-
-
-def test_anderson_stops_at_max_iter_and_reports_residual():
-    f, _ = _toy_map(seed=1)
-    x, info = anderson(f, torch.zeros(2, 5, dtype=torch.float64), max_iter=5, tol=1e-12)
-    assert info.iterations == 5 and not info.converged
-    assert info.residual > 1e-12 and x.shape == (2, 5)
-
-
-def test_anderson_falls_back_to_plain_iteration(monkeypatch):
-    f, x_star = _toy_map(seed=2, rho=0.5)
-
-    def broken(*args, **kwargs):
-        raise torch.linalg.LinAlgError("singular")
-
-    monkeypatch.setattr(torch.linalg, "solve", broken)
-    x, info = anderson(f, torch.zeros_like(x_star), max_iter=200, tol=1e-10)
-    assert info.method == "anderson+fixed-point" and info.converged
-    assert torch.allclose(x, x_star, atol=1e-8)
-
-
-def test_solver_argument_errors():
-    f, _ = _toy_map()
-    with pytest.raises(ConfigError):
-        anderson(f, torch.zeros(2, 5), max_iter=0)
-    with pytest.raises(ConfigError):
-        fixed_point(f, torch.zeros(2, 5), stop_mode="max")
+def test_config_errors():
     with pytest.raises(ConfigError):
         EFRUFNConfig(init="random")
     with pytest.raises(ConfigError):

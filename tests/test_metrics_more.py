@@ -10,7 +10,7 @@ import pytest
 from fusecli.errors import ShapeError
 from fusecli.metrics import get_metric
 from fusecli.metrics._checks import MetricWarning
-from fusecli.metrics.basic import ei
+from fusecli.metrics.statistics import ei
 from fusecli.metrics.information import ce, nmi
 from fusecli.metrics.structural import uiqi, uiqi_pair
 

@@ -12,8 +12,8 @@ import torch
 from fusecli.errors import ShapeError
 from fusecli.metrics import evaluate_arrays, get_metric
 from fusecli.metrics._checks import MetricWarning
-from fusecli.metrics.msssim import WEIGHTS, ms_ssim, ms_ssim_pair
-from fusecli.metrics.zheng import q_sf
+from fusecli.metrics.ms_ssim import WEIGHTS, ms_ssim, ms_ssim_pair
+from fusecli.metrics.q_sf import q_sf
 
 from .conftest import fusion_triplet
 
@@ -67,7 +67,7 @@ def test_ms_ssim_matches_numpy(monkeypatch):
     # which moves MS-SSIM by up to ~3e-5 relative); against the exact float64 window it agrees to round-off
     for s in (a, b):
         assert float(ms_ssim_pair(f, s)[0]) == pytest.approx(np_ms_ssim(f, s), rel=1e-4)
-    import fusecli.metrics.msssim as mod
+    import fusecli.metrics.ms_ssim as mod
 
     monkeypatch.setattr(mod, "_window", lambda device: torch.from_numpy(_np_window()).to(device))
     for s in (a, b):
@@ -90,7 +90,7 @@ def test_ms_ssim_hand_computed_constants():
     # local statistics are μ = aS, σ_x² = a²S(1 − S), σ_xy = abS(1 − S); with S = 1 exactly σ = 0,
     # cs = C2/C2 = 1 at every scale and MS-SSIM = ((2ab + C1)/(a² + b² + C1))^0.1333. fusecli, like
     # pytorch_msssim, uses float32-rounded taps, so S = 1 ± ~1e-7 and cs deviates from 1 by ~1e-6.
-    import fusecli.metrics.msssim as mod
+    import fusecli.metrics.ms_ssim as mod
 
     a, b = 100.0, 140.0
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2

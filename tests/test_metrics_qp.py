@@ -12,7 +12,7 @@ import torch
 from fusecli.errors import ShapeError
 from fusecli.metrics import evaluate_arrays, get_metric
 from fusecli.metrics._checks import MetricWarning
-from fusecli.metrics.phase import phase_congruency, q_p
+from fusecli.metrics.q_p import phase_congruency, q_p
 
 from .conftest import fusion_triplet
 
@@ -177,7 +177,7 @@ def test_hand_computed_lowpass_and_grid():
     r = np.sqrt(x[None, :] ** 2 + y[:, None] ** 2)
     expected = np.roll(1 / (1 + (r / 0.45) ** 30), (2, 2), axis=(0, 1))
     np.testing.assert_allclose(np_lowpass(rows, cols), expected, rtol=1e-15)
-    from fusecli.metrics.phase import _filters
+    from fusecli.metrics.q_p import _filters
 
     filt = _filters(rows, cols, "cpu")[0]
     # the zero-frequency tap of every filter is 0 (the "radius fudge" undone)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fusecli.metrics import evaluate_arrays, get_metric, list_metrics
-from fusecli.metrics.pairwise import qabf, q_g, rmse
+from fusecli.metrics.similarity import qabf, q_g, rmse
 from fusecli.metrics.structural import q_c, q_y, uiqi, uiqi_pair
 
 from .conftest import TNO, fusion_triplet

@@ -14,8 +14,8 @@ import torch
 from fusecli.errors import ShapeError
 from fusecli.metrics import evaluate, evaluate_arrays, get_metric, list_metrics
 from fusecli.metrics._checks import MetricWarning
-from fusecli.metrics.pairwise import cc, mi, mse, psnr, qabf, scd, ssim, ssim_pair, vif, vifp
-from fusecli.metrics.vif import viff
+from fusecli.metrics.similarity import cc, mi, mse, psnr, qabf, scd, ssim, ssim_pair, vif, vifp
+from fusecli.metrics.viff import viff
 
 scipy_signal = pytest.importorskip("scipy.signal")
 ndimage = pytest.importorskip("scipy.ndimage")

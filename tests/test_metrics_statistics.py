@@ -17,7 +17,7 @@ from fusecli.metrics import (
     get_metric,
     list_metrics,
 )
-from fusecli.metrics.basic import ag, en, sd, sf
+from fusecli.metrics.statistics import ag, en, sd, sf
 
 # ---------------------------------------------------------------- numpy references
 

@@ -181,7 +181,7 @@ def test_tiny_run_raises_mef_msssim_and_writes_the_card(tmp_path, one_thread):
 
 def test_cli_rejects_an_unknown_option_in_one_line(tmp_path):
     data = _write_mef(tmp_path / "stack", n=1)
-    result = CliRunner().invoke(app, ["train", "cscfuse-mef", "--data", str(data), "--out", str(tmp_path / "o"),
+    result = CliRunner().invoke(app, ["train", "cscfuse-mef", "--data", str(data), "-o", str(tmp_path / "o"),
                                       "--option", "halo=1", "--device", "cpu"])
     assert result.exit_code != 0 and "no option halo" in result.output
     assert "Traceback" not in result.output
@@ -193,7 +193,7 @@ def test_shipped_weights_reproduce_their_held_out_score(mefb_dir, one_thread):
     from fusecli import fuse_images, read_image
     from fusecli.color import rgb_to_y
     from fusecli.io import quantize
-    from fusecli.metrics.mef import mef_ssim
+    from fusecli.metrics.mef_ssim import mef_ssim
     from fusecli.train.splits import mefb_split
 
     assert "Chair" in mefb_split()[1]  # held out: never seen in training

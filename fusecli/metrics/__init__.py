@@ -5,6 +5,13 @@ scale**, batched in torch: a fused image or batch ``(H, W)``, ``(1, H, W)`` or `
 in, a ``(B,)`` ``float64`` tensor out. Each is registered with a :class:`MetricSpec` saying what
 it needs and whether higher is better; :func:`evaluate` runs several at once.
 
+Modules are named for what they compute, never for an author: a metric with the variants built on
+it lives in a module named as its function (:mod:`~fusecli.metrics.fmi`, ``lgde``, ``nabf``,
+``ms_ssim``, ``mef_ssim``, ``viff``, ``q_p``, ``q_s`` (Q_S with Q_W, Q_E), ``q_sf``); metrics of one
+family share a module named for the family (``statistics``: the fused image alone; ``similarity``:
+the CDDFuse set against each source; ``information``, ``structural``, ``perceptual``). Private
+helpers (``_checks``, ``_filters``) start with an underscore; ``report`` reads files.
+
 Example::
 
     from fusecli.metrics import evaluate_arrays
@@ -218,17 +225,17 @@ def evaluate_arrays(
 
 
 # registration order = the order of list_metrics() and of "--metrics all"
-from . import basic  # noqa: E402,F401  (EN, SD, SF, AG, EI)
-from . import pairwise  # noqa: E402,F401  (MI, MSE, PSNR, CC, SCD, VIF, Qabf, SSIM)
-from . import vif  # noqa: E402,F401  (VIFF)
+from . import statistics  # noqa: E402,F401  (EN, SD, SF, AG, EI)
+from . import similarity  # noqa: E402,F401  (MI, MSE, PSNR, CC, SCD, VIF, Qabf, SSIM)
+from . import viff  # noqa: E402,F401  (VIFF)
 from . import information  # noqa: E402,F401  (NMI, CE, TE, Q_TE, Q_NCIE)
 from . import structural  # noqa: E402,F401  (UIQI, Q_Y, Q_C)
 from . import nabf  # noqa: E402,F401  (Nabf)
 from . import perceptual  # noqa: E402,F401  (Q_CB, Q_CV)
-from . import piella  # noqa: E402,F401  (Q_S, Q_W, Q_E)
-from . import mef  # noqa: E402,F401  (MEF-SSIM, MEF-MS-SSIM)
-from . import msssim  # noqa: E402,F401  (MS-SSIM)
+from . import q_s  # noqa: E402,F401  (Q_S, Q_W, Q_E)
+from . import mef_ssim  # noqa: E402,F401  (MEF-SSIM, MEF-MS-SSIM)
+from . import ms_ssim  # noqa: E402,F401  (MS-SSIM)
 from . import fmi  # noqa: E402,F401  (FMI, FMI_pixel, FMI_dct, FMI_gradient)
-from . import phase  # noqa: E402,F401  (Q_P)
-from . import zheng  # noqa: E402,F401  (Q_SF)
+from . import q_p  # noqa: E402,F401  (Q_P)
+from . import q_sf  # noqa: E402,F401  (Q_SF)
 from . import lgde  # noqa: E402,F401  (LGDE)

@@ -50,7 +50,7 @@ from ..errors import ConfigError, ShapeError
 from . import register
 from ._checks import check_convention, warn_nan
 from ._filters import filter2_same
-from .pairwise import two_sources
+from .similarity import two_sources
 
 #: Feature extractions of ``fmi.m`` that fusecli implements.
 FEATURES: tuple[str, ...] = ("none", "edge", "dct", "gradient")

@@ -15,7 +15,7 @@ import torch
 
 from . import register
 from ._checks import warn_nan
-from .pairwise import _levels, entropy_counts, hist256, joint_hist256, round_half_away, two_sources
+from .similarity import _levels, entropy_counts, hist256, joint_hist256, round_half_away, two_sources
 
 
 def normalize1(x: torch.Tensor) -> torch.Tensor:

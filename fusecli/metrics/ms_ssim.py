@@ -30,8 +30,8 @@ from ..errors import ConfigError, ShapeError
 from . import register
 from ._checks import as_gray_255, as_sources_255, check_convention, warn_nan
 from ._filters import sep_valid
-from .mef import mef_ms_ssim
-from .pairwise import two_sources
+from .mef_ssim import mef_ms_ssim
+from .similarity import two_sources
 
 #: Wang et al.'s scale weights.
 WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -104,7 +104,7 @@ def ms_ssim_pair(x: Any, y: Any, *, data_range: float = 255.0) -> torch.Tensor:
 def ms_ssim(fused: Any, sources: Sequence[Any], convention: str = "cddfuse", *, combine: str = "mean") -> torch.Tensor:
     """``(MS-SSIM(F, A) + MS-SSIM(F, B)) / 2`` (``combine="mean"``) or the sum (``"sum"``), ``(B,)``.
     See :func:`ms_ssim_pair`. Under ``convention="matlab"``: what Tang's toolbox reports as MS_SSIM,
-    the MEF-MS-SSIM of F against the stack [A, B] (:func:`fusecli.metrics.mef.mef_ms_ssim`)."""
+    the MEF-MS-SSIM of F against the stack [A, B] (:func:`fusecli.metrics.mef_ssim.mef_ms_ssim`)."""
     if combine not in ("mean", "sum"):
         raise ConfigError(f"combine must be 'mean' or 'sum', got {combine!r}.")
     x, a, b = two_sources(fused, sources, "MS-SSIM")

@@ -16,7 +16,7 @@ import torch
 from . import register
 from ._checks import check_convention
 from ._filters import filter2_valid
-from .pairwise import two_sources
+from .similarity import two_sources
 
 _ORDERS = ("intended", "as_called")
 

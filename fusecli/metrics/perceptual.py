@@ -19,7 +19,7 @@ from . import register
 from ._checks import check_convention, warn_nan
 from ._filters import filter2_same, sep_same
 from .information import normalize1
-from .pairwise import round_half_away, two_sources
+from .similarity import round_half_away, two_sources
 
 
 def normalize1_mefb(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from ..errors import ShapeError
 from . import register
 from ._checks import warn_nan
 from ._filters import gauss1d, sep_same
-from .pairwise import two_sources
+from .similarity import two_sources
 
 _EPSILON = 1e-4  # myphasecong3's epsilon
 

@@ -19,7 +19,7 @@ import torch
 from . import register
 from ._checks import check_convention, warn_nan
 from ._filters import check_window, filter2_same, gauss1d, sep_valid
-from .pairwise import two_sources
+from .similarity import two_sources
 
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 

@@ -28,7 +28,7 @@ import torch
 from . import register
 from ._checks import warn_nan
 from ._filters import safe_div
-from .pairwise import two_sources
+from .similarity import two_sources
 
 _WD = math.sqrt(2.0) / 2.0
 

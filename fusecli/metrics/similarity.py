@@ -362,7 +362,7 @@ def vifp(ref: Any, dist: Any) -> torch.Tensor:
 )
 def vif(fused: Any, sources: Sequence[Any], convention: str = "cddfuse") -> torch.Tensor:
     """``VIFp(A, F) + VIFp(B, F)`` (``"cddfuse"``, ``"matlab"``, ``"vifb"``), ``(B,)``, ``>= 0``
-    (about 0..2); ``"mefb"`` computes Han et al.'s VIFF instead (:func:`fusecli.metrics.vif.viff`).
+    (about 0..2); ``"mefb"`` computes Han et al.'s VIFF instead (:func:`fusecli.metrics.viff.viff`).
     ``"cddfuse"`` replaces a NaN VIFp by 1.0 as the Evaluator does. Images >= 41×41."""
     c = check_convention(convention)
     x, a, b = two_sources(fused, sources, "VIF")
@@ -370,7 +370,7 @@ def vif(fused: Any, sources: Sequence[Any], convention: str = "cddfuse") -> torc
         raise ShapeError(f"VIF needs images of at least 41×41 pixels (its four scales), got "
                          f"{x.shape[-2]}×{x.shape[-1]}; use larger images.")
     if c == "mefb":
-        from .vif import viff
+        from .viff import viff
 
         return viff(x, [a, b])
     nums = [torch.zeros(x.shape[0], dtype=torch.float64, device=x.device) for _ in range(4)]

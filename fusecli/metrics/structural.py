@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from . import register
 from ._checks import as_gray_255, as_sources_255, warn_nan
 from ._filters import check_window, gauss1d, sep_valid
-from .pairwise import two_sources
+from .similarity import two_sources
 
 
 def uiqi_pair(x: Any, y: Any, block: int = 8) -> torch.Tensor:

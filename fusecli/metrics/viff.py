@@ -1,6 +1,6 @@
 """VIFF: Han, Cai, Cao & Xu's fusion metric based on visual information fidelity (Inf. Fusion
 14(2), 2013), as the MEFB toolbox computes it (``metricsVIF.m``). Not the same metric as the
-"VIF" of the CDDFuse / MATLAB tables (a sum of two VIFp values, :func:`fusecli.metrics.pairwise.vif`).
+"VIF" of the CDDFuse / MATLAB tables (a sum of two VIFp values, :func:`fusecli.metrics.similarity.vif`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ShapeError
 from . import register
-from .pairwise import _vif_scales, two_sources, vif_stats
+from .similarity import _vif_scales, two_sources, vif_stats
 
 _SIGMA_N = 0.005 * 255 * 255  # "visual noise" 325.125
 _C = 1e-7

@@ -211,15 +211,15 @@ register_model(ModelEntry(
 ))
 
 
-from . import cscfuse as _cscfuse  # noqa: E402
+from . import cscfuse_ivf as _cscfuse_ivf  # noqa: E402
 
 register_model(ModelEntry(
     name="cscfuse-ivf",
-    cls=_cscfuse.CSCIVF,
-    config_cls=_cscfuse.CSCIVFConfig,
+    cls=_cscfuse_ivf.CSCIVF,
+    config_cls=_cscfuse_ivf.CSCIVFConfig,
     tasks=("ir-vis",),
     paper="Zhao et al., Deep Convolutional Sparse Coding Networks for Interpretable Image Fusion, CVPRW 2023",
-    convert_official=_cscfuse.convert_official,
+    convert_official=_cscfuse_ivf.convert_official,
     default_weights="cscfuse-ivf.roadscene",
     official_hint="The official CSC-IVF checkpoint is three files (LISTA_Base_Train.model, "
                   "LISTA_Detail_Train.model, LISTA_Decoder.model; IF-CSCFuse/CSC-IVF/Train_result): "

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..color import merge_luma
 from ..errors import CheckpointError, ConfigError, ShapeError
-from .layers import ConvNeXtV2Block
+from .convnext_v2 import ConvNeXtV2Block
 
 __all__ = ["ColorNetConfig", "ColorNet", "convert_official", "load_from_card"]
 

@@ -38,7 +38,7 @@ Deviations from the official code
 * Parameters are device-agnostic (the official code calls ``.cuda()``). The saliency rule runs in
   torch on the model's device, all channels at once (the official code loops over the 64 channels
   in NumPy and ``cv2.ximgproc.guidedFilter``); its weights equal the official ones to float
-  rounding (``tests/test_cscfuse.py`` keeps the NumPy/OpenCV version as the reference).
+  rounding (``tests/test_cscfuse_ivf.py`` keeps the NumPy/OpenCV version as the reference).
 * Output: the official test script writes ``(255 x).astype(uint8)``, which truncates; fusecli
   rounds, like every model (a mean difference of half a grey level).
 

@@ -120,6 +120,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
+from ..solvers import conjugate_gradient
 from . import _derun_fast as _fast
 from . import _tasks
 
@@ -291,44 +292,6 @@ def _adjoint_weight(weight: torch.Tensor) -> torch.Tensor:
 def soft_threshold(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """``sign(x) * max(|x| - t, 0)``, the proximal map of ``t * |.|``; any shape."""
     return x.sign() * F.relu(x.abs() - t)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner product of (B, ...) tensors, shaped (B, 1, 1, 1)."""
-    return (a * b).flatten(1).sum(1).view(-1, 1, 1, 1)
-
-
-def conjugate_gradient(apply, b: torch.Tensor, x0: torch.Tensor, steps: int) -> torch.Tensor:
-    """``steps`` conjugate-gradient steps on ``apply(x) = b``, per sample, from ``x0``.
-
-    Meant for ``apply = I + (positive semi-definite)``: the curvature ``p' A p`` is floored at
-    ``p' p``, which such an operator always satisfies (so the floor never acts on it) and which
-    keeps the steps bounded when ``apply`` is only approximately of that form (learned transposes).
-
-    Args:
-        apply: maps (B, C, H, W) to (B, C, H, W).
-        b, x0: (B, C, H, W) right-hand side and start.
-        steps: number of steps (>= 1).
-
-    Returns:
-        (B, C, H, W) approximate solution (differentiable).
-    """
-    x = x0
-    r = b - apply(x)
-    p = r
-    rr = _dot(r, r)
-    tiny = torch.finfo(b.dtype).tiny
-    for _ in range(steps):
-        ap = apply(p)
-        curvature = torch.maximum(_dot(p, ap), _dot(p, p)).clamp_min(tiny)
-        alpha = rr / curvature
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = _dot(r, r)
-        beta = rr_new / rr.clamp_min(tiny)
-        p = r + beta * p
-        rr = rr_new
-    return x
 
 
 def _shift_correlate(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ model source (``ufformer_deq.py``) is not public.
 
 What is solved
 --------------
-One UF cell (:class:`~fusecli.models.layers.UFCell`) with shared weights ``(theta, phi)`` defines
+One UF cell (:class:`~fusecli.models.frufn.UFCell`) with shared weights ``(theta, phi)`` defines
 the map on the state ``z = (F, M)`` (features and mask, 33 channels)::
 
     H(F, M) = (F2 + M' * T(relu(F1 - F)),  M'),    M' = G(relu(F1 - F), M)
@@ -14,9 +14,9 @@ the map on the state ``z = (F, M)`` (features and mask, 33 channels)::
 with ``F1 = T_theta1(infrared)``, ``F2 = T_theta2(visible)``; the fused features are its fixed point
 ``F* = F2 + M* T(F1 - F*)`` -- the fusion rule of eq. (10), ``F = F2 + M (F1 - F2)``, made implicit --
 and the fused image is ``T_theta3^-1(F*)``. The fixed point is found by Anderson acceleration
-(:func:`anderson`, the authors' test settings: 5 map evaluations, tolerance 1e-3 on the absolute
+(:func:`fusecli.solvers.anderson`, the authors' test settings: 5 map evaluations, tolerance 1e-3 on the absolute
 residual ``||H(z) - z||``, history 6), falling back to plain fixed-point iteration
-(:func:`fixed_point`) when the Anderson mixing system is singular or non-finite. The solve starts at
+(:func:`fusecli.solvers.fixed_point`) when the Anderson mixing system is singular or non-finite. The solve starts at
 ``F(0) = F2``, ``M(0) = 0``. Its iterations and residual are returned by
 :meth:`EFRUFN.forward_with_info` and kept in ``model.last_solver_info``.
 
@@ -47,262 +47,23 @@ docs/frufn.md has the measurements.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..solvers import SolverInfo, anderson, fixed_point
 from ..tiling import pad_to_multiple
 from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder
 from .layers import channels_last
 from .swin_fast import scratch_buffers
 
-__all__ = ["EFRUFNConfig", "EFRUFN", "SolverInfo", "anderson", "fixed_point", "convert_official"]
+__all__ = ["EFRUFNConfig", "EFRUFN", "convert_official"]
 
 INITS = ("vis", "zeros", "conv-vis-ir", "conv-ir-vis")
 UPDATES = ("inject", "residual")
 SOLVERS = ("anderson", "fixed-point")
-
-
-@dataclass(frozen=True)
-class SolverInfo:
-    """What a fixed-point solve did.
-
-    Attributes:
-        method: ``"anderson"``, ``"fixed-point"`` or ``"anderson+fixed-point"`` (fell back).
-        iterations: evaluations of the map.
-        residual: ``max_b ||H(z_b) - z_b||_2`` of the returned iterate's pre-image (absolute).
-        relative_residual: the same divided by ``||H(z_b)||_2``.
-        converged: the stopping residual went below the tolerance.
-        trace: the stopping residual after each evaluation.
-    """
-
-    method: str
-    iterations: int
-    residual: float
-    relative_residual: float
-    converged: bool
-    trace: tuple[float, ...] = field(default_factory=tuple)
-
-
-def _residuals(fx: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample absolute and relative residuals of flattened (B, D) iterates."""
-    abs_res = (fx - x).norm(dim=1)
-    return abs_res, abs_res / (fx.norm(dim=1) + 1e-8)
-
-
-def _check_solver_args(x0: torch.Tensor, max_iter: int, tol: float, stop_mode: str) -> None:
-    if x0.dim() < 1 or x0.shape[0] < 1:
-        raise ConfigError(f"solver: x0 must be a batched tensor (B, ...), got shape {tuple(x0.shape)}")
-    if max_iter < 1:
-        raise ConfigError(f"solver: max_iter must be at least 1, got {max_iter}")
-    if not tol >= 0:
-        raise ConfigError(f"solver: tol must be >= 0, got {tol}")
-    if stop_mode not in ("abs", "rel"):
-        raise ConfigError(f"solver: stop_mode must be 'abs' or 'rel', got {stop_mode!r}")
-
-
-def fixed_point(
-    f: Callable[[torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
-    max_iter: int = 50,
-    tol: float = 1e-3,
-    stop_mode: str = "abs",
-) -> tuple[torch.Tensor, SolverInfo]:
-    """Plain fixed-point iteration ``x <- f(x)``.
-
-    Args:
-        f: the map; takes and returns tensors shaped like ``x0``.
-        x0: (B, ...) starting point.
-        max_iter: evaluations of ``f`` at most.
-        tol: stop when ``max_b`` of the residual (``stop_mode`` ``"abs"``: ``||f(x) - x||``,
-            ``"rel"``: that over ``||f(x)||``) is below it.
-
-    Returns:
-        The last ``f(x)`` (shaped like ``x0``) and a :class:`SolverInfo`.
-    """
-    _check_solver_args(x0, max_iter, tol, stop_mode)
-    x, trace = x0, []
-    for k in range(1, max_iter + 1):
-        fx = f(x)
-        a, r = _residuals(fx.flatten(1), x.flatten(1))
-        trace.append(float((a if stop_mode == "abs" else r).max()))
-        x = fx
-        if trace[-1] < tol:
-            break
-    return x, SolverInfo("fixed-point", k, float(a.max()), float(r.max()), trace[-1] < tol, tuple(trace))
-
-
-def anderson(
-    f: Callable[[torch.Tensor], torch.Tensor],
-    x0: torch.Tensor,
-    max_iter: int = 5,
-    tol: float = 1e-3,
-    stop_mode: str = "abs",
-    m: int = 6,
-    lam: float = 1e-4,
-    beta: float = 1.0,
-    lean: bool = True,
-) -> tuple[torch.Tensor, SolverInfo]:
-    """Anderson acceleration (type II, Walker & Ni 2011) of the fixed-point iteration ``x = f(x)``.
-
-    Per sample, the next iterate mixes the last ``m`` map outputs with the weights ``alpha`` that
-    minimise ``||sum_i alpha_i (f(x_i) - x_i)||`` subject to ``sum alpha = 1`` (Tikhonov ``lam``,
-    relative to the residuals' size),
-    as in the DEQ reference solvers (``x1 = f(x0)``, then mixing). It returns, per sample, the map
-    output ``f(x_k)`` whose iterate had the lowest stopping residual. When the mixing system is
-    singular or gives non-finite values, it continues with plain iteration from the best point
-    (``info.method == "anderson+fixed-point"``); ``max_iter < 3`` is plain iteration.
-
-    Args:
-        f: the map; takes and returns tensors shaped like ``x0``.
-        x0: (B, ...) starting point.
-        max_iter: evaluations of ``f`` at most (default 5, the EFRUFN authors' ``f_thres``).
-        tol: stop when ``max_b`` of the residual is below it (``stop_mode`` as :func:`fixed_point`).
-        m: history length. lam: Tikhonov regularisation of the mixing system, relative to the mean
-            squared residual of the history. beta: mixing damping.
-        lean: keep the residuals ``f(x_i) - x_i`` from one step to the next, only
-            ``min(m, max_iter)`` history slots and the iterates only when ``beta != 1``; False
-            recomputes the residuals from the stored iterates every step (the original
-            formulation). The arithmetic is the same operation for operation (the Gram matrix is
-            still one batched product of the residuals): the results are equal.
-
-    Returns:
-        The solution (shaped like ``x0``) and a :class:`SolverInfo`.
-    """
-    _check_solver_args(x0, max_iter, tol, stop_mode)
-    if m < 2:
-        raise ConfigError(f"anderson: history m must be at least 2, got {m}")
-    if max_iter < 3:
-        out, info = fixed_point(f, x0, max_iter, tol, stop_mode)
-        return out, info
-    if lean:
-        return _anderson_lean(f, x0, max_iter, tol, stop_mode, m, lam, beta)
-    bsz = x0.shape[0]
-    flat = lambda t: t.reshape(bsz, -1)  # noqa: E731
-    dim = x0[0].numel()
-    X = x0.new_zeros(bsz, m, dim)
-    Fx = x0.new_zeros(bsz, m, dim)
-    X[:, 0] = flat(x0)
-    Fx[:, 0] = flat(f(x0))
-    X[:, 1] = Fx[:, 0]
-    Fx[:, 1] = flat(f(Fx[:, 0].view_as(x0)))
-    trace: list[float] = []
-    best = Fx[:, 1].clone()
-    a, r = _residuals(Fx[:, 1], X[:, 1])
-    best_abs, best_rel = a.clone(), r.clone()
-    trace.append(float((a if stop_mode == "abs" else r).max()))
-    H = x0.new_zeros(bsz, m + 1, m + 1)
-    H[:, 0, 1:] = H[:, 1:, 0] = 1
-    y = x0.new_zeros(bsz, m + 1, 1)
-    y[:, 0] = 1
-    evals, fell_back = 2, False
-    while evals < max_iter and trace[-1] >= tol:
-        k = evals
-        n = min(k, m)
-        G = Fx[:, :n] - X[:, :n]
-        gram = G @ G.transpose(1, 2)
-        # Tikhonov term relative to the residuals' size (scale-invariant; the DEQ reference solvers
-        # add an absolute lam, which stalls Anderson once residuals fall below sqrt(lam))
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(x0.dtype).tiny)
-        H[:, 1:n + 1, 1:n + 1] = gram + (lam * scale)[:, None, None] * torch.eye(n, dtype=x0.dtype, device=x0.device)
-        try:
-            alpha = torch.linalg.solve(H[:, :n + 1, :n + 1], y[:, :n + 1])[:, 1:n + 1, 0]
-        except RuntimeError:  # singular system (torch.linalg.LinAlgError is a RuntimeError)
-            alpha = None
-        if alpha is None or not torch.isfinite(alpha).all():
-            fell_back = True
-            break
-        x_new = beta * (alpha[:, None] @ Fx[:, :n])[:, 0] + (1 - beta) * (alpha[:, None] @ X[:, :n])[:, 0]
-        X[:, k % m] = x_new
-        Fx[:, k % m] = flat(f(x_new.view_as(x0)))
-        evals += 1
-        a, r = _residuals(Fx[:, k % m], X[:, k % m])
-        stop = a if stop_mode == "abs" else r
-        trace.append(float(stop.max()))
-        better = stop < (best_abs if stop_mode == "abs" else best_rel)
-        best[better] = Fx[better, k % m]
-        best_abs = torch.where(better, a, best_abs)
-        best_rel = torch.where(better, r, best_rel)
-    out = best.view_as(x0)
-    if fell_back:
-        rest, info = fixed_point(f, out, max_iter - evals, tol, stop_mode) if evals < max_iter else (out, None)
-        if info is not None:
-            return rest, SolverInfo("anderson+fixed-point", evals + info.iterations, info.residual,
-                                    info.relative_residual, info.converged, tuple(trace) + info.trace)
-    stop_best = float((best_abs if stop_mode == "abs" else best_rel).max())
-    return out, SolverInfo("anderson+fixed-point" if fell_back else "anderson", evals, float(best_abs.max()),
-                           float(best_rel.max()), stop_best < tol, tuple(trace))
-
-
-def _anderson_lean(f, x0, max_iter, tol, stop_mode, m, lam, beta) -> tuple[torch.Tensor, SolverInfo]:
-    """:func:`anderson` with ``lean=True``: the residuals G_i = f(x_i) - x_i are kept (not
-    recomputed from the iterates each step), the iterates only when ``beta != 1``."""
-    bsz = x0.shape[0]
-    flat = lambda t: t.reshape(bsz, -1)  # noqa: E731
-    slots = min(m, max_iter)  # the history never holds more than the evaluations
-    Fx = x0.new_empty(bsz, slots, x0[0].numel())
-    G = torch.empty_like(Fx)
-    X = torch.empty_like(Fx) if beta != 1 else None
-
-    def store(slot: int, x: torch.Tensor, fx: torch.Tensor) -> None:
-        Fx[:, slot] = fx
-        torch.sub(fx, x, out=G[:, slot])
-        if X is not None:
-            X[:, slot] = x
-
-    x = flat(x0)
-    store(0, x, flat(f(x0)))
-    store(1, Fx[:, 0], flat(f(Fx[:, 0].view_as(x0))))
-    trace: list[float] = []
-    best = Fx[:, 1].clone()
-    a = G[:, 1].norm(dim=1)
-    r = a / (Fx[:, 1].norm(dim=1) + 1e-8)
-    best_abs, best_rel = a.clone(), r.clone()
-    trace.append(float((a if stop_mode == "abs" else r).max()))
-    H = x0.new_zeros(bsz, m + 1, m + 1)
-    H[:, 0, 1:] = H[:, 1:, 0] = 1
-    y = x0.new_zeros(bsz, m + 1, 1)
-    y[:, 0] = 1
-    evals, fell_back = 2, False
-    while evals < max_iter and trace[-1] >= tol:
-        k = evals
-        n = min(k, m)
-        gram = G[:, :n] @ G[:, :n].transpose(1, 2)
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(torch.finfo(x0.dtype).tiny)
-        H[:, 1:n + 1, 1:n + 1] = gram + (lam * scale)[:, None, None] * torch.eye(n, dtype=x0.dtype, device=x0.device)
-        try:
-            alpha = torch.linalg.solve(H[:, :n + 1, :n + 1], y[:, :n + 1])[:, 1:n + 1, 0]
-        except RuntimeError:  # singular system (torch.linalg.LinAlgError is a RuntimeError)
-            alpha = None
-        if alpha is None or not torch.isfinite(alpha).all():
-            fell_back = True
-            break
-        x_new = (alpha[:, None] @ Fx[:, :n])[:, 0]
-        if X is not None:
-            x_new = beta * x_new + (1 - beta) * (alpha[:, None] @ X[:, :n])[:, 0]
-        slot = k % m
-        store(slot, x_new, flat(f(x_new.view_as(x0))))
-        evals += 1
-        a = G[:, slot].norm(dim=1)
-        r = a / (Fx[:, slot].norm(dim=1) + 1e-8)
-        stop = a if stop_mode == "abs" else r
-        trace.append(float(stop.max()))
-        better = stop < (best_abs if stop_mode == "abs" else best_rel)
-        best[better] = Fx[better, slot]
-        best_abs = torch.where(better, a, best_abs)
-        best_rel = torch.where(better, r, best_rel)
-    out = best.view_as(x0)
-    if fell_back:
-        rest, info = fixed_point(f, out, max_iter - evals, tol, stop_mode) if evals < max_iter else (out, None)
-        if info is not None:
-            return rest, SolverInfo("anderson+fixed-point", evals + info.iterations, info.residual,
-                                    info.relative_residual, info.converged, tuple(trace) + info.trace)
-    stop_best = float((best_abs if stop_mode == "abs" else best_rel).max())
-    return out, SolverInfo("anderson+fixed-point" if fell_back else "anderson", evals, float(best_abs.max()),
-                           float(best_rel.max()), stop_best < tol, tuple(trace))
 
 
 @dataclass(frozen=True)
@@ -326,7 +87,7 @@ class EFRUFNConfig:
         phantom_steps: differentiable applications of the map after the solve in training (1:
             the 1-step gradient of eq. 20). phantom_tau: their damping (1.0).
         impl: ``"fast"`` (the cell's fast path, :mod:`fusecli.models.swin_fast`; the solver keeps
-            the state channels-last and its history lean, :func:`anderson` ``lean=True``) or
+            the state channels-last and its history lean, :func:`~fusecli.solvers.anderson` ``lean=True``) or
             ``"reference"`` (the original formulation of both; the test oracle). Same solver
             settings and maths; outputs equal to float rounding.
     """
@@ -376,7 +137,7 @@ class EFRUFN(nn.Module):
 
     ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
     luminance), any H, W >= 1, and returns the fused (B, 1, H, W) image (unclamped; inference
-    clamps). :meth:`forward_with_info` also returns the mask and the :class:`SolverInfo`; the last
+    clamps). :meth:`forward_with_info` also returns the mask and the :class:`~fusecli.solvers.SolverInfo`; the last
     solve's info is kept in ``last_solver_info``.
 
     In training mode with autograd on, the solve runs without autograd and the map is applied

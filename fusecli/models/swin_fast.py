@@ -1,6 +1,6 @@
 """The fast path of FRUFN's Swin-V2 layer: window attention in cache-sized chunks, channel-major.
 
-The reference path (:class:`~fusecli.models.layers.SwinV2Layer` as Swin2SR writes it) works on the
+The reference path (:class:`~fusecli.models.swin_v2.SwinV2Layer` as Swin2SR writes it) works on the
 whole (B, H*W, C) token tensor at once: per block it rolls the image, copies it into windows, runs
 ``bmm`` / ``softmax`` on (B*nW*heads, N, N) tiles of N = 4 or 16 tokens and copies back. With
 C = 32 channels, 8 heads of 4 and N = 4, every one of those operations is a short-row kernel over
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ._tasks import run_parallel
+from .swin_v2 import shifted_window_mask
 
 __all__ = ["CHUNK_TOKENS", "WindowPlan", "window_plan", "swin_layer_fast", "scratch_buffers", "scratch"]
 
@@ -116,8 +117,6 @@ class WindowPlan:
 @lru_cache(maxsize=64)
 def window_plan(b: int, h: int, w: int, ws: int, shift: int, chunk_tokens: int, device: str) -> WindowPlan:
     """The cached :class:`WindowPlan` of a (B, H, W) token grid, window ``ws``, cyclic shift ``shift``."""
-    from .layers import shifted_window_mask  # layers imports this module
-
     hb, wb, n = h // ws, w // ws, ws * ws
     rows_idx = (torch.arange(hb)[:, None] * ws + torch.arange(ws)[None, :] + shift) % h  # (Hb, ws)
     cols_idx = (torch.arange(wb)[:, None] * ws + torch.arange(ws)[None, :] + shift) % w  # (Wb, ws)
@@ -229,7 +228,7 @@ def _for_each_chunk(count: int, work: Callable[[int], None], parallel: bool) -> 
 
 
 def swin_layer_fast(layer, x: torch.Tensor, in_ln=None, out_ln=None, chunk_tokens: int = CHUNK_TOKENS) -> torch.Tensor:
-    """``out_ln(layer(in_ln(tokens of x)))`` for a :class:`~fusecli.models.layers.SwinV2Layer`.
+    """``out_ln(layer(in_ln(tokens of x)))`` for a :class:`~fusecli.models.swin_v2.SwinV2Layer`.
 
     Args:
         layer: the Swin-V2 layer (its blocks' windows and shifts, its parameters).
