@@ -166,13 +166,13 @@ def test_stage_lists_and_errors(tmp_path):
 def test_cli_trains_a_stage(tmp_path):
     data = _data(tmp_path / "data")
     out = tmp_path / "cli"
-    args = ["train", "frufn", "--stages", "mfif", "--sharp-data", str(data / "sharp"), "--out", str(out),
+    args = ["train", "frufn", "--stages", "mfif", "--sharp-data", str(data / "sharp"), "--output", str(out),
             "--epochs", "1", "--steps-per-epoch", "1", "--crop", "32", "--device", "cpu"]
     # the tiny config is a library option; the CLI builds the published model: one step on 32 px is quick enough
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (out / "mfif" / "frufn.mfif.yaml").is_file() and (out / "mfif" / "last.pt").is_file()
-    result = CliRunner().invoke(app, ["train", "frufn", "--stages", "ivf,mfif", "--out", str(out)])
+    result = CliRunner().invoke(app, ["train", "frufn", "--stages", "ivf,mfif", "-o", str(out)])
     assert result.exit_code == 1 and "order" in result.output
     result = CliRunner().invoke(app, ["train", "auif", "--stages", "mfif", "--data", str(data / "sharp")])
     assert result.exit_code == 1 and "frufn" in result.output

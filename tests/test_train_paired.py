@@ -253,6 +253,32 @@ def test_cli_trains_derun_on_pairs(tmp_path, one_thread):
     assert card["training"]["datasets"][0]["part"] == "all" and card["training"]["pairs"] == 2
 
 
+def test_cli_output_quiet_and_the_deprecated_out(tmp_path, one_thread):
+    """-o/--output names the run folder; -q prints nothing on success; --out still works for one release,
+    with one deprecation line on stderr."""
+    data = _write_ivf(tmp_path / "ivf", n=2, size=(20, 20))
+    args = ["train", "derun", "--data", str(data), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
+            "--crop", "8", "-d", "cpu"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, "--output", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a" / "derun.yaml").is_file() and "deprecated" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith("training derun: ")
+    assert "wrote " in result.stderr and result.stderr.rstrip().endswith("derun.yaml")
+
+    quiet = runner.invoke(app, [*args, "-o", str(tmp_path / "b"), "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
+    assert (tmp_path / "b" / "derun.safetensors").is_file()
+
+    old = runner.invoke(app, [*args, "--out", str(tmp_path / "c"), "-q"])
+    assert old.exit_code == 0, old.output
+    assert (tmp_path / "c" / "derun.yaml").is_file()
+    assert len(old.stderr.splitlines()) == 1 and "--out is deprecated" in old.stderr and "-o/--output" in old.stderr
+
+    both = runner.invoke(app, [*args, "--out", str(tmp_path / "c"), "-o", str(tmp_path / "e")])
+    assert both.exit_code == 1 and "once" in both.output and not (tmp_path / "e").exists()
+
+
 # --- medical colour at inference -----------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["derun", "derun-admm"])

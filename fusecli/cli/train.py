@@ -8,9 +8,9 @@ import typer
 
 from ..errors import ConfigError
 from ..inference import resolve_device
-from ..train import TrainConfig, get_recipe, parse_options
+from ..train import StagedTrainConfig, TrainConfig, get_recipe, parse_options
 from ..train import train as run_training
-from ..train.frufn import STAGED_MODELS, STAGES, StagedTrainConfig, parse_stages, train_stages
+from ..train.frufn import STAGED_MODELS, STAGES, parse_stages
 from ._console import err, progress, reporting_errors
 
 
@@ -26,7 +26,10 @@ def train(
                               "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct, mefb, roadscene: every 5th sorted "
                               "stem held out, and RoadScene's night pairs): auto = their train part and all pairs of other datasets; train = "
                               "the train part (error for a dataset without a split); all = every pair."),
-    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run folder: last.pt, final weights, card."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Run folder: last.pt, final weights, card "
+                                       "(frufn/efrufn: one sub-folder per stage); default runs/train.",
+                                       show_default=False),
+    out: Path | None = typer.Option(None, "--out", hidden=True, help="Deprecated spelling of --output."),
     epochs: int | None = typer.Option(None, help="Epochs (default: the recipe's)."),
     batch_size: int | None = typer.Option(None, help="Batch size (default: the recipe's)."),
     crop: int | None = typer.Option(None, help="Crop side in pixels (default: the recipe's)."),
@@ -57,58 +60,59 @@ def train(
                                      show_default=False),
     transfer_loss: str = typer.Option("paper", help="frufn/efrufn: gradient-transfer loss, 'paper' (eq. 3) or "
                                       "'official' (the authors' code)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; errors only."),
 ) -> None:
     """Train a model with its paper's recipe; writes OUT/<model>.safetensors and a draft weights card."""
     with reporting_errors():
+        if out is not None:
+            if output is not None:
+                raise ConfigError("give the run folder once: -o/--output (--out is its deprecated spelling)")
+            err.print("warning: --out is deprecated in `fusecli train`; write -o/--output (the old spelling goes in "
+                      "the next release)", markup=False, highlight=False, soft_wrap=True)
+        run = str(output or out or Path("runs/train"))
         if model.lower() in STAGED_MODELS:
-            config = StagedTrainConfig(
-                model=model.lower(), out=str(out), stages=parse_stages(stages or ",".join(STAGES)),
-                sharp_data=tuple(map(str, sharp_data or ())), ivf_data=tuple(map(str, ivf_data or ())),
-                teacher=None if teacher is None else str(teacher), epochs=epochs, batch_size=batch_size, crop=crop,
-                lr=lr, steps_per_epoch=steps_per_epoch, color_epochs=color_epochs, transfer_mode=transfer_loss,
-                seed=seed, synth_seed=synth_seed, device=str(resolve_device(device)), resume=resume)
             if option:
                 raise ConfigError(f"--option is not used by {model}'s staged training")
             if init is not None:
                 raise ConfigError(f"--init is not used by {model}'s staged training (use --teacher)")
             if data:
                 raise ConfigError(f"{model} trains in stages: pass --sharp-data and --ivf-data, not --data")
-            _train_staged(config)
-            return
-        if stages is not None or sharp_data or ivf_data or teacher is not None:
-            raise ConfigError("--stages, --sharp-data, --ivf-data and --teacher are for "
-                              f"{' and '.join(STAGED_MODELS)}")
-        if not data:
-            raise ConfigError(f"training {model} needs --data FOLDER")
-        recipe = get_recipe(model)
-        config = TrainConfig(model=model, data=tuple(map(str, data)), out=str(out), epochs=epochs,
-                             batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
-                             seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
-                             options=parse_options(option or ()), init=None if init is None else str(init))
-        bar = progress("train", unit="steps", transient=False)  # shown from the first step: an early error
-        started: list = []                                         # stays one line
+            config: TrainConfig | StagedTrainConfig = StagedTrainConfig(
+                model=model.lower(), out=run, stages=parse_stages(stages or ",".join(STAGES)),
+                sharp_data=tuple(map(str, sharp_data or ())), ivf_data=tuple(map(str, ivf_data or ())),
+                teacher=None if teacher is None else str(teacher), epochs=epochs, batch_size=batch_size, crop=crop,
+                lr=lr, steps_per_epoch=steps_per_epoch, color_epochs=color_epochs, transfer_mode=transfer_loss,
+                seed=seed, synth_seed=synth_seed, device=str(resolve_device(device)), resume=resume)
+            header = f"training {config.model} in stages {','.join(config.stages)} -> {run}/<stage>/"
+        else:
+            if stages is not None or sharp_data or ivf_data or teacher is not None:
+                raise ConfigError("--stages, --sharp-data, --ivf-data and --teacher are for "
+                                  f"{' and '.join(STAGED_MODELS)}")
+            if not data:
+                raise ConfigError(f"training {model} needs --data FOLDER")
+            header = f"training {model}: {get_recipe(model).description}"
+            config = TrainConfig(model=model, data=tuple(map(str, data)), out=run, epochs=epochs,
+                                 batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
+                                 seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
+                                 options=parse_options(option or ()), init=None if init is None else str(init))
+        # one bar per stage and phase, shown from the first step: a mistake found before stays one line
+        bar = progress("train", unit="steps", quiet=quiet, transient=False)
+        started: list[bool] = []
 
-        def report(step: int, total: int, logs: dict[str, float]) -> None:
-            if not started:  # the run has started: a mistake found before it stays one line
-                err.print(f"training {model}: {recipe.description}", highlight=False)
-                started.append(True)
-            bar(step, total, " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        def report(step: int, total: int, logs: dict) -> None:
+            if not started and not quiet:  # the run has started
+                err.print(header, highlight=False)
+            started.append(True)
+            text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
+            task = f"{logs['stage']} {logs['phase']}" if "stage" in logs else None
+            bar.update(step, total, info=f"epoch {logs['epoch']} {text}", task=task)
 
         with bar:
-            final = run_training(config, progress=report)
-    err.print(f"wrote {final} and {final.with_suffix('.yaml')}", highlight=False)
-
-
-def _train_staged(config: StagedTrainConfig) -> None:
-    """Run :func:`fusecli.train.frufn.train_stages` with one progress bar per stage and phase."""
-    err.print(f"training {config.model} in stages {','.join(config.stages)} -> {config.out}/<stage>/", highlight=False)
-    bar = progress("train", unit="steps", transient=False)  # one bar per stage and phase, from its first step
-
-    def report(step: int, total: int, logs: dict) -> None:
-        text = " ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, float))
-        bar.update(step, total, info=f"epoch {logs['epoch']} {text}", task=f"{logs['stage']} {logs['phase']}")
-
-    with bar:
-        cards = train_stages(config, progress=report)
-    for stage, card in cards.items():
-        err.print(f"{stage}: wrote {card} and its weights", highlight=False)
+            written = run_training(config, progress=report)
+    if quiet:
+        return
+    if isinstance(written, dict):
+        for stage, card in written.items():
+            err.print(f"{stage}: wrote {card} and its weights", highlight=False)
+    else:
+        err.print(f"wrote {written} and {written.with_suffix('.yaml')}", highlight=False)

@@ -38,7 +38,6 @@ and skips a stage whose weights are complete). Stage 2 also writes
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +50,14 @@ from torch import nn
 
 from ..color import split_luma
 from ..errors import CheckpointError, ConfigError, UnknownNameError
-from ..io import read_image, write_bytes_atomic, write_text_atomic
+from ..io import read_image
 from ..losses import gradient_transfer_loss, ivf_unsupervised_loss, ssim
 from ..models import create_model
 from ..models._weights import read_card, sha256_file
 from ..models.colornet import ColorNet, ColorNetConfig
-from . import checkpoint_fits, load_checkpoint, save_checkpoint
 from .data import PairedCrops, collect_images, collect_pairs, load_pair
+from .loop import ProgressFn, Step, fit, load_checkpoint, multistep, save_weights, weights_card, write_card
+from .recipes import IVF_LAYOUTS
 from .synth import multi_exposure, multi_focus
 
 __all__ = ["STAGES", "STAGED_MODELS", "IVF_LAYOUTS", "StageRecipe", "STAGE_RECIPES", "StagedTrainConfig",
@@ -67,8 +67,6 @@ STAGES = ("mfif", "meif", "ivf")
 STAGED_MODELS = ("frufn", "efrufn")
 _TASKS = {"mfif": "multi-focus", "meif": "multi-exposure", "ivf": "ir-vis"}
 _ROLES = {"mfif": ("near", "far"), "meif": ("under", "over"), "ivf": ("ir", "vis")}
-#: infrared-visible layouts stage 3 trains on (first folder = the model's first input)
-IVF_LAYOUTS = (("ir", "vis"), ("ir", "vi"), ("infrared", "visible"), ("IR", "VIS"))
 
 
 @dataclass(frozen=True)
@@ -273,30 +271,8 @@ def _teacher_sha(path: Path) -> str:
     return read_card(path).sha256 if path.suffix.lower() in (".yaml", ".yml") else sha256_file(path)
 
 
-def _scaled(milestones: tuple[int, ...], epochs: int, recipe_epochs: int) -> list[int]:
-    """The recipe's milestones scaled to an overridden epoch count (same rule as ``fusecli.train.train``)."""
-    return sorted({max(1, round(m * epochs / recipe_epochs)) for m in milestones})
+# --- the stages ------------------------------------------------------------------------------------
 
-
-def _save_safetensors(module: nn.Module, path: Path) -> str:
-    from safetensors.torch import save  # imported here: only training writes safetensors
-    write_bytes_atomic(path, save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}))
-    return sha256_file(path)
-
-
-def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    return {**{k: g.get_state() for k, g in generators.items()}, "torch_rng": torch.get_rng_state()}
-
-
-def _set_rng_state(generators: dict[str, torch.Generator], state: dict[str, Any]) -> None:
-    for k, g in generators.items():
-        g.set_state(state[k])
-    torch.set_rng_state(state["torch_rng"])
-
-
-# --- the loop --------------------------------------------------------------------------------------
-
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
 StageHook = Callable[[str, nn.Module, nn.Module | None, ColorNet | None], None]
 
 
@@ -336,14 +312,12 @@ def _run_stage(config: StagedTrainConfig, stage: str, teacher_path: Path | None,
     recipe = STAGE_RECIPES[stage]
     k = STAGES.index(stage)
     paths = stage_paths(config.out, config.model, stage)
-    paths["dir"].mkdir(parents=True, exist_ok=True)
     epochs = config.epochs or recipe.epochs
     batch_size = config.batch_size or recipe.batch_size
     crop = config.crop or recipe.crop
     lr = config.lr or recipe.lr
     synth_seed = config.seed if config.synth_seed is None else config.synth_seed
     device = torch.device(config.device)
-    milestones = _scaled(recipe.milestones, epochs, recipe.epochs)
     # the warm-up keeps its length (2 epochs) but never takes more than half of a shortened run
     warmup = min(recipe.warmup_epochs, epochs // 2)
 
@@ -358,89 +332,51 @@ def _run_stage(config: StagedTrainConfig, stage: str, teacher_path: Path | None,
     teacher = None
     if teacher_path is not None:
         teacher = create_model(config.model, checkpoint=teacher_path, device=device, **config.model_config)
-        teacher.eval().requires_grad_(False)
         student.load_state_dict(teacher.state_dict())  # the student starts from the previous stage
-    student.train()
     optimizer = torch.optim.Adam(student.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, recipe.gamma)
+    scheduler, _ = multistep(optimizer, recipe.milestones, recipe.gamma, epochs=epochs, recipe_epochs=recipe.epochs)
 
-    start, done = 0, False
-    history: list[dict[str, float]] = []
-    if config.resume and paths["last"].is_file():
-        state = load_checkpoint(paths["last"], ("model", "optimizer", "scheduler", "rng", "epoch"))
-        with checkpoint_fits(paths["last"], scheduler):
-            student.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(generators, state["rng"])
-        start = state["epoch"]
-        done = start >= epochs and paths["card"].is_file()
-        milestones = sorted(scheduler.milestones.elements())  # the resumed run's own decay epochs
-        history = list(state.get("history", []))
+    def step(s: Step) -> tuple[torch.Tensor, dict[str, float]]:
+        return _stage_loss(stage, recipe, s.model, s.teacher, crops, batch_size, generators, device,
+                           warmup=s.warmup, mode=config.transfer_mode)
 
-    total = epochs * steps
-    t0 = time.time()
-    for epoch in range(start, epochs):
-        sums: dict[str, float] = {}
-        for step in range(steps):
-            loss, logs = _stage_loss(stage, recipe, student, teacher, crops, batch_size, generators, device,
-                                     warmup=epoch < warmup, mode=config.transfer_mode)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), max_norm=recipe.clip)
-            optimizer.step()
-            logs = {"loss": loss.item(), **logs}
-            for key, v in logs.items():
-                sums[key] = sums.get(key, 0.0) + v
-            if progress:
-                progress(epoch * steps + step + 1, total, {"stage": stage, "phase": "fusion", "epoch": epoch + 1,
-                                                            **logs})
-        scheduler.step()
-        history.append({"epoch": epoch + 1, **{key: v / steps for key, v in sums.items()}})
-        save_checkpoint({"model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": _rng_state(generators), "epoch": epoch + 1,
-                         "history": history, "config": dataclasses.asdict(config)}, paths["last"])
+    run = fit(student, step, optimizer, scheduler, epochs=epochs, steps=steps, checkpoint=paths["last"],
+              resume=config.resume, generators=generators, clip=recipe.clip, teacher=teacher,
+              warmup_epochs=warmup, progress=progress, tags={"stage": stage, "phase": "fusion"},
+              record={"config": dataclasses.asdict(config)})
 
     student.eval()
-    if done:
+    if run.start_epoch >= epochs and paths["card"].is_file():  # resumed a complete stage: keep its card
         card = yaml.safe_load(paths["card"].read_text())
     else:
-        sha = _save_safetensors(student, paths["weights"])
-        card = {
-            "name": f"{config.model}.{stage}",
-            "model": config.model,
-            "file": paths["weights"].name,
-            "sha256": sha,
-            "config": dataclasses.asdict(student.config),
-            "task": [_TASKS[stage]],
-            "inputs": list(_ROLES[stage]),
-            "training": {
-                "stage": f"{k + 1} of 3: {stage}",
-                "recipe": recipe.description,
-                "data": data,
-                ("pairs" if stage == "ivf" else "images"): len(images),
-                "synthesis": None if stage == "ivf" else {
-                    "kind": "multi_focus" if stage == "mfif" else "multi_exposure",
-                    "function": f"fusecli.train.synth.{'multi_focus' if stage == 'mfif' else 'multi_exposure'}",
-                    "seed": synth_seed + k,
-                    "parameters": {key: list(v) if isinstance(v, tuple) else v for key, v in recipe.synth.items()},
-                },
-                "teacher": None if teacher_path is None else {"file": str(teacher_path),
-                                                              "sha256": _teacher_sha(teacher_path)},
-                "init": "random" if teacher_path is None else "teacher (previous stage)",
-                "transfer_loss": None if teacher is None else {"mode": config.transfer_mode,
-                                                               "weight": recipe.transfer_weight},
-                "epochs": epochs, "warmup_epochs": warmup, "batch_size": batch_size, "crop": crop, "lr": lr,
-                "milestones": milestones, "clip_grad_norm": recipe.clip, "steps_per_epoch": steps,
-                "seed": config.seed, "device": config.device,
-                "seconds": round(time.time() - t0, 1),
-                "final_epoch": history[-1] if history else None,
+        card = weights_card(student, paths["weights"], name=f"{config.model}.{stage}", model=config.model,
+                            config=dataclasses.asdict(student.config), task=[_TASKS[stage]], inputs=_ROLES[stage],
+                            training={
+            "stage": f"{k + 1} of 3: {stage}",
+            "recipe": recipe.description,
+            "data": data,
+            ("pairs" if stage == "ivf" else "images"): len(images),
+            "synthesis": None if stage == "ivf" else {
+                "kind": "multi_focus" if stage == "mfif" else "multi_exposure",
+                "function": f"fusecli.train.synth.{'multi_focus' if stage == 'mfif' else 'multi_exposure'}",
+                "seed": synth_seed + k,
+                "parameters": {key: list(v) if isinstance(v, tuple) else v for key, v in recipe.synth.items()},
             },
-        }
+            "teacher": None if teacher_path is None else {"file": str(teacher_path),
+                                                          "sha256": _teacher_sha(teacher_path)},
+            "init": "random" if teacher_path is None else "teacher (previous stage)",
+            "transfer_loss": None if teacher is None else {"mode": config.transfer_mode,
+                                                           "weight": recipe.transfer_weight},
+            "epochs": epochs, "warmup_epochs": warmup, "batch_size": batch_size, "crop": crop, "lr": lr,
+            "milestones": run.milestones, "clip_grad_norm": recipe.clip, "steps_per_epoch": steps,
+            "seed": config.seed, "device": config.device,
+            "seconds": round(run.seconds(), 1),
+            "final_epoch": run.history[-1] if run.history else None,
+        })
     colornet = None
     if stage == "meif":
         colornet = _train_colornet(config, recipe, student, images, generators, paths, card, progress)
-    write_text_atomic(paths["card"], yaml.safe_dump(card, sort_keys=False))
+    write_card(paths["card"], card)
     if on_stage_end:
         on_stage_end(stage, student, teacher, colornet)
     return paths["card"]
@@ -501,56 +437,36 @@ def _train_colornet(config: StagedTrainConfig, recipe: StageRecipe, fusion: nn.M
     batch_size = config.batch_size or recipe.color_batch_size
     crop = config.crop or recipe.color_crop
     steps = config.steps_per_epoch or max(1, len(images) // batch_size)
-    milestones = _scaled(recipe.color_milestones, epochs, recipe.color_epochs)
     device = torch.device(config.device)
-    fusion.eval().requires_grad_(False)
-    net = ColorNet(ColorNetConfig()).to(device).train()
+    net = ColorNet(ColorNetConfig()).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=recipe.color_lr, betas=(0.9, 0.999), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, recipe.gamma)
+    scheduler, _ = multistep(optimizer, recipe.color_milestones, recipe.gamma, epochs=epochs,
+                             recipe_epochs=recipe.color_epochs)
     crops = PairedCrops(images, crop, generator=generators["crops"])
-    start = 0
-    if config.resume and paths["colornet_last"].is_file():
-        state = load_checkpoint(paths["colornet_last"], ("model", "optimizer", "scheduler", "rng", "epoch"))
-        with checkpoint_fits(paths["colornet_last"], scheduler):
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(generators, state["rng"])
-        start = state["epoch"]
-    if start >= epochs and paths["colornet"].is_file() and "colornet" in card:
-        return net.eval()
-    t0 = time.time()
-    last: dict[str, float] | None = None
-    for epoch in range(start, epochs):
-        total_l = 0.0
-        for step in range(steps):
-            x = _sample("meif", recipe, crops, batch_size, generators, device)
-            with torch.no_grad():
-                y = fusion(x["a"], x["b"]).clamp(0, 1)
-            loss = F.l1_loss(net(y, x["cbcr_a"], x["cbcr_b"]), x["cbcr_gt"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_l += loss.item()
-            if progress:
-                progress(epoch * steps + step + 1, epochs * steps, {"stage": "meif", "phase": "colornet",
-                                                                     "epoch": epoch + 1, "loss": loss.item()})
-        scheduler.step()
-        last = {"epoch": epoch + 1, "loss": total_l / steps}
-        save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": _rng_state(generators), "epoch": epoch + 1,
-                         "final_epoch": last}, paths["colornet_last"])
-    if last is None and paths["colornet_last"].is_file():
-        last = load_checkpoint(paths["colornet_last"], ("final_epoch",))["final_epoch"]
+
+    def step(s: Step) -> tuple[torch.Tensor, dict[str, float]]:
+        x = _sample("meif", recipe, crops, batch_size, generators, device)
+        with torch.no_grad():
+            y = s.teacher(x["a"], x["b"]).clamp(0, 1)  # the frozen fusion model's luminance
+        return F.l1_loss(s.model(y, x["cbcr_a"], x["cbcr_b"]), x["cbcr_gt"]), {}
+
+    run = fit(net, step, optimizer, scheduler, epochs=epochs, steps=steps, checkpoint=paths["colornet_last"],
+              resume=config.resume, generators=generators, teacher=fusion, progress=progress,
+              tags={"stage": "meif", "phase": "colornet"})
     net.eval()
+    if run.start_epoch >= epochs and paths["colornet"].is_file() and "colornet" in card:
+        return net
+    last = run.history[-1] if run.history else None
+    if last is None and paths["colornet_last"].is_file():  # a state written before the history was kept
+        last = load_checkpoint(paths["colornet_last"]).get("final_epoch")
     card["colornet"] = {
         "file": paths["colornet"].name,
-        "sha256": _save_safetensors(net, paths["colornet"]),
+        "sha256": save_weights(net, paths["colornet"]),
         "config": dataclasses.asdict(net.config),
         "inputs": "cat(Y fused, CbCr under, CbCr over) -> CbCr (fusecli.models.colornet.ColorNet)",
         "training": {"loss": "L1(ColorNet(Y_F, CbCr_under, CbCr_over), CbCr_reference) (eq. 8), fusion model frozen",
                      "epochs": epochs, "batch_size": batch_size, "crop": crop, "lr": recipe.color_lr,
-                     "milestones": milestones, "steps_per_epoch": steps, "seconds": round(time.time() - t0, 1),
+                     "milestones": run.milestones, "steps_per_epoch": steps, "seconds": round(run.seconds(), 1),
                      "final_epoch": last},
     }
     return net
