@@ -49,7 +49,7 @@ def _dataset(root):
 def test_metrics_piped_prints_full_values(tmp_path):
     fused = _dataset(tmp_path / "ds")
     names = ["EN", "SD", "MI", "Qabf", "SSIM", "VIF"]
-    result = runner.invoke(app, ["metrics", str(fused), "--sources", str(tmp_path / "ds"), "-m", ",".join(names),
+    result = runner.invoke(app, ["metrics", str(fused), "--sources", str(tmp_path / "ds"), "--metrics", ",".join(names),
                                  "--per-image", "-q"], env=NARROW)
     assert result.exit_code == 0, result.output
     report = evaluate_folder(fused, tmp_path / "ds", names, "cddfuse")

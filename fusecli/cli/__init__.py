@@ -13,6 +13,7 @@ from . import metrics as _metrics
 from . import models as _models
 from . import robustness as _robustness
 from . import train as _train
+from ._options import Command
 
 app = typer.Typer(
     name="fusecli",
@@ -38,11 +39,9 @@ def main(
     """Fuse images from different sensors with deep unfolding networks."""
 
 
-app.command("fuse", no_args_is_help=True)(_fuse.fuse)
-app.command("batch", no_args_is_help=True)(_batch.batch)
-app.command("models")(_models.models)
-app.command("degrade", no_args_is_help=True)(_degrade.degrade)
-app.command("robustness", no_args_is_help=True)(_robustness.robustness)
-app.command("train", no_args_is_help=True)(_train.train)
-app.command("metrics", no_args_is_help=True)(_metrics.metrics)
-app.command("compare", no_args_is_help=True)(_compare.compare)
+for _name, _function, _needs_args in (("fuse", _fuse.fuse, True), ("batch", _batch.batch, True),
+                                      ("models", _models.models, False), ("degrade", _degrade.degrade, True),
+                                      ("robustness", _robustness.robustness, True), ("train", _train.train, True),
+                                      ("metrics", _metrics.metrics, True), ("compare", _compare.compare, True)):
+    # Command: the old spellings of renamed options still work, with a deprecation line (see _options.RENAMED)
+    app.command(_name, no_args_is_help=_needs_args, cls=Command)(_function)

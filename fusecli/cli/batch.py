@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..models import DEFAULT_MODEL
-
 from pathlib import Path
 
 import typer
@@ -11,6 +9,7 @@ from rich.markup import escape
 
 from ..batch import PairRecord, merge_manifests, run_batch
 from ..errors import ConfigError
+from . import _options as opt
 from ._console import Reporter, err, reporting_errors
 
 
@@ -33,30 +32,23 @@ def batch(
     dataset: Path | None = typer.Argument(None, help="Dataset folder with role folders (ir/+vis/, vi/, "
                                           "infrared/+visible/, A/+B/, ct|pet|spect/+mri/, under/+over/, "
                                           "near/+far/). Pairs are matched by file stem.", show_default=False),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder: OUT/<stem>.<ext> and "
-                                       "OUT/manifest.json.", show_default=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name (see `fusecli models`)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder "
-                                           "(default: the model's shipped weights).", show_default=False),
-    weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "
-                                "(ignored with --checkpoint)."),
-    fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule (AUIF: sum, "
-                                      "average, l1; cscfuse-ivf: saliency, l1, average, add).", show_default=False),
-    role_a: str | None = typer.Option(None, "--ir", "--a", help="Folder of the first input (infrared; for "
-                                      "medical data the CT/PET/SPECT scan), if not a known layout.",
-                                      show_default=False),
-    role_b: str | None = typer.Option(None, "--vis", "--b", help="Folder of the second input (visible; MRI).",
-                                      show_default=False),
+    output: Path | None = opt.output("Output folder: OUT/<stem>.<ext> and OUT/manifest.json.", default=None),
+    model: str = opt.model(),
+    checkpoint: Path | None = opt.checkpoint("Checkpoint file or folder (default: the model's shipped weights)."),
+    weights: str = opt.weights(),
+    fusion: str | None = opt.fusion(),
+    role_a: str | None = opt.role_a(),
+    role_b: str | None = opt.role_b(),
     ext: str = typer.Option("png", "--ext", help="Output format: png, jpg, tif or bmp."),
-    gray: bool = typer.Option(False, "--gray", help="Write gray images even if a source is in colour."),
-    bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: png and tif only)."),
-    tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image)."),
-    overlap: int = typer.Option(32, "--overlap", help="Overlap of neighbouring tiles."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
+    gray: bool = opt.gray(),
+    bit_depth: int = opt.bit_depth(),
+    tile: int = opt.tile(),
+    overlap: int = opt.overlap(),
+    device: str = opt.device(),
     devices: str | None = typer.Option(None, "--devices", help="Several GPUs, e.g. 0,1: one model copy per GPU.",
                                        show_default=False),
-    workers: int | None = typer.Option(None, "--workers", "-j", help="Threads that read, and threads that "
-                                       "write, images (default: min(4, CPUs)).", show_default=False),
+    workers: int | None = opt.workers(None, "Threads that read, and threads that write, images (default: "
+                                         "min(4, CPUs))."),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Fuse up to B pairs of equal size in one "
                                    "forward pass (GPU). 1 is byte-identical to `fuse`; larger batches may differ "
                                    "by float rounding (at most 1 grey level at a few pixels)."),
@@ -66,21 +58,12 @@ def batch(
     resize_to: str | None = typer.Option(None, "--resize-to", help="For pairs of different sizes: resample "
                                          "the other side to this one's size (ir or vis, a or b). Default: such "
                                          "pairs fail.", show_default=False),
-    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
-                                              "0.5-99.5 % range of 16-bit sources to the full range. Default: "
-                                              "only sources that use less than half of 0..65535 (raw 12/14-bit "
-                                              "counts), with a note on stderr.", show_default=False),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="A source of more than this many "
-                                          "pixels (from its header, before decoding) fails its pair (default "
-                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
-    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
-                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
-                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
-                                  "fp16: CUDA only."),
+    stretch_16bit: bool | None = opt.stretch_16bit(),
+    max_pixels: int | None = opt.max_pixels(),
+    precision: str = opt.precision(),
     merge: bool = typer.Option(False, "--merge-manifests", help="Merge the shard manifests of -o OUT into "
                                "OUT/manifest.json, then exit (no DATASET)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary; the problems are "
-                               "still listed at the end."),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Fuse every pair of a dataset into OUT/<stem>.<ext>, resumably.
 
@@ -98,9 +81,7 @@ def batch(
             return
         if dataset is None:
             raise ConfigError("pass the DATASET folder (or --merge-manifests -o OUT)")
-        if (role_a is None) != (role_b is None):
-            raise ConfigError("name both role folders: --ir NAME --vis NAME (or --a NAME --b NAME)")
-        roles = None if role_a is None else (role_a, role_b)
+        roles = opt.role_folders(role_a, role_b)
         reporter = _Reporter(quiet)
         try:
             result = run_batch(dataset, output, model, checkpoint=checkpoint, weights=weights, fusion=fusion,

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from ..compare import DEFAULT_LABEL_SIZE, Zoom, make_figures
-from ..errors import ConfigError
+from . import _options as opt
 from ._console import err, reporting_errors
 
 
@@ -19,11 +19,9 @@ def _split(text: str | None) -> list[str] | None:
 def compare(
     dataset: Path = typer.Argument(..., help="Dataset folder with role folders (ir/+vis/, ...), as for batch.",
                                    show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Figure file (.png, .jpg, .tif, .bmp, .pdf); with "
-                                "several pairs NAME_<pair>.EXT beside it. Without an extension: a folder of "
-                                "<pair>.<ext> figures.", show_default=False),
-    models: str | None = typer.Option(None, "--models", "-m", help="Models to fuse each pair with, "
-                                      "comma-separated (shipped weights).", show_default=False),
+    output: Path = opt.output("Figure file (.png, .jpg, .tif, .bmp, .pdf); with several pairs NAME_<pair>.EXT "
+                                 "beside it. Without an extension: a folder of <pair>.<ext> figures."),
+    models: str | None = opt.models(None, "Models to fuse each pair with, comma-separated (shipped weights)."),
     fused: list[Path] = typer.Option([], "--fused", help="A folder written by fusecli batch (DIR/<pair>.<ext>); "
                                      "repeat for several. Shown before --models, labelled by folder name.",
                                      show_default=False),
@@ -41,13 +39,11 @@ def compare(
     labels_above: bool = typer.Option(False, "--labels-above", help="Labels over the panels (default: under)."),
     ext: str = typer.Option("png", "--ext", help="Format of the figures when -o is a folder: png, jpg, tif, "
                             "bmp or pdf."),
-    role_a: str | None = typer.Option(None, "--ir", "--a", help="Folder of the first input, if not a known "
-                                      "layout.", show_default=False),
-    role_b: str | None = typer.Option(None, "--vis", "--b", help="Folder of the second input.", show_default=False),
-    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
-                                          "many pixels (default 89478485; 0: no limit).", show_default=False),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    role_a: str | None = opt.role_a(),
+    role_b: str | None = opt.role_b(),
+    device: str = opt.device(),
+    max_pixels: int | None = opt.max_pixels(),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Draw comparison figures: the sources, then one labelled panel per method, for each pair.
 
@@ -55,9 +51,7 @@ def compare(
     PNG needs nothing more; PDF (vector labels) needs matplotlib: pip install 'fusecli[plots]'.
     """
     with reporting_errors():
-        if (role_a is None) != (role_b is None):
-            raise ConfigError("name both role folders: --ir NAME --vis NAME (or --a NAME --b NAME)")
-        roles = None if role_a is None else (role_a, role_b)
+        roles = opt.role_folders(role_a, role_b)
         paths = make_figures(
             dataset, output, models=_split(models) or [], fused=fused, labels=_split(labels), pairs=_split(pairs),
             roles=roles, ext=ext, device=device, max_pixels=max_pixels,

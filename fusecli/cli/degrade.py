@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..degrade import degrade_path, get_kind, list_kinds
+from . import _options as opt
 from ._console import err, progress, reporting_errors
 
 
@@ -17,8 +18,8 @@ def _kinds_help() -> str:
 def degrade(
     input: Path = typer.Argument(..., help="An image, a folder of images, or a dataset folder with role "
                                  "sub-folders (ir/ vis/ ...).", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Output image or folder (for a dataset: a "
-                                "complete dataset, the other roles copied). Never the input.", show_default=False),
+    output: Path = opt.output("Output image or folder (for a dataset: a complete dataset, the other roles "
+                                 "copied). Never the input."),
     kind: str = typer.Option(..., "--kind", "-k", help="Degradation, or several separated by commas, applied "
                              "in order (haze,noise). Kinds: " + _kinds_help() + ".", show_default=False),
     level: int = typer.Option(..., "--level", "-l", help="Severity 1 (mild) to 5 (severe); the tables are in "
@@ -31,10 +32,8 @@ def degrade(
                               "folder of depth maps matched by file stem (larger = farther)."),
     inverse_depth: bool = typer.Option(False, "--inverse-depth", help="The depth maps are inverse depths "
                                        "(near = bright, as monocular depth networks write them)."),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
-                                          "many pixels, checked in the file header before decoding (default "
-                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    max_pixels: int | None = opt.max_pixels(),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Simulate weather, light and sensor degradations (haze, rain, low light, noise, blur, JPEG, IR stripes ...).
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..models import DEFAULT_MODEL
-
 from pathlib import Path
 
 import typer
@@ -12,6 +10,7 @@ from rich.markup import escape
 from ..errors import ConfigError
 from ..inference import fuse_files, resolve_device, resolve_precision
 from ..models import create_model
+from . import _options as opt
 from ._console import err, reporting_errors
 from ._video import is_video_job, run_video
 
@@ -23,33 +22,21 @@ def fuse(
                                         "cscfuse-msf CUBE GUIDE (a .npy, multi-page .tif or folder of band "
                                         "images, and the RGB guide at twice its resolution).",
                                         show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="Output image; the extension picks the format "
-                                "(.png, .jpg, .tif, .bmp). For cscfuse-msf the output cube: .npy, .tif "
-                                "(one page per band) or a folder of band PNGs. Never overwrites an input.",
-                                show_default=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name (see `fusecli models`)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file or folder: "
-                                           "fusecli's own or the authors' official files. Default: the "
-                                           "model's shipped weights.", show_default=False),
-    weights: str = typer.Option("default", "--weights", help="Name of a weights card in weights/ "
-                                "(ignored with --checkpoint)."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image). Use it "
-                             "for large images or when the GPU runs out of memory."),
-    overlap: int = typer.Option(32, "--overlap", help="Overlap of neighbouring tiles, blended linearly."),
-    gray: bool = typer.Option(False, "--gray", help="Write a gray image even if a source is in colour."),
-    bit_depth: int = typer.Option(8, "--bit-depth", help="8 or 16 bits per channel (16: PNG and TIFF only)."),
-    fusion: str | None = typer.Option(None, "--fusion", help="Override the model's fusion rule, if it has one "
-                                      "(AUIF: sum, average, l1; cscfuse-ivf: saliency, l1, average, "
-                                      "add).", show_default=False),
-    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
-                                              "0.5-99.5 % range of 16-bit sources to the full range before "
-                                              "fusing. Default: only sources that use less than half of "
-                                              "0..65535 (raw 12/14-bit counts), with a note on stderr.",
-                                              show_default=False),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
-                                          "many pixels, checked in the file header before decoding (default "
-                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
+    output: Path = opt.output("Output image; the extension picks the format (.png, .jpg, .tif, .bmp). For "
+                                 "cscfuse-msf the output cube: .npy, .tif (one page per band) or a folder of band "
+                                 "PNGs. Never overwrites an input."),
+    model: str = opt.model(),
+    checkpoint: Path | None = opt.checkpoint("Checkpoint file or folder: fusecli's own or the authors' official "
+                                                "files. Default: the model's shipped weights."),
+    weights: str = opt.weights(),
+    device: str = opt.device(),
+    tile: int = opt.tile(),
+    overlap: int = opt.overlap(),
+    gray: bool = opt.gray(),
+    bit_depth: int = opt.bit_depth(),
+    fusion: str | None = opt.fusion(),
+    stretch_16bit: bool | None = opt.stretch_16bit(),
+    max_pixels: int | None = opt.max_pixels(),
     batch_size: int = typer.Option(1, "--batch-size", "-b", help="Videos: fuse this many frames in one "
                                    "forward pass (GPU)."),
     fps: float | None = typer.Option(None, "--fps", help="Videos: output frame rate (default: the visible "
@@ -57,11 +44,8 @@ def fuse(
     resize_to: str | None = typer.Option(None, "--resize-to", help="Videos of different frame sizes: resample "
                                          "the other stream to this one's size (ir or vis). Default: refused.",
                                          show_default=False),
-    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
-                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
-                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
-                                  "fp16: CUDA only."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    precision: str = opt.precision(),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Fuse one set of aligned source images into one image.
 

@@ -22,6 +22,7 @@ from ..metrics.report import (
     write_csv,
     write_json,
 )
+from . import _options as opt
 from ._console import err, print_table, progress, reporting_errors
 
 
@@ -78,7 +79,7 @@ def metrics(
                                    show_default=False),
     vis: Path | None = typer.Option(None, "--vis", "--b", help="Single-image mode: the second source (visible).",
                                     show_default=False),
-    metric_names: str = typer.Option(",".join(DEFAULT_METRICS), "--metrics", "-m",
+    metric_names: str = typer.Option(",".join(DEFAULT_METRICS), "--metrics",
                                      help="Comma-separated metric names, or 'all'. See docs/metrics.md."),
     convention: str = typer.Option("cddfuse", "--convention", "-C",
                                    help=f"Whose numbers to reproduce: {', '.join(CONVENTIONS)}. "
@@ -90,14 +91,12 @@ def metrics(
     json_path: Path | None = typer.Option(None, "--json", help="Write every value, means and stds to this JSON file.",
                                           show_default=False),
     per_image: bool = typer.Option(False, "--per-image", help="Also print one row per image."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Images evaluated in parallel."),
+    workers: int = opt.workers(1, "Images evaluated in parallel.", min=1),
     allow_16bit: bool = typer.Option(False, "--allow-16bit", help="Rescale 16-bit images to 8 bits "
                                      "(round(v/257)) instead of refusing them."),
-    device: str = typer.Option("cpu", "--device", "-d", help="auto, cpu, cuda or cuda:N."),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
-                                          "many pixels, checked in the file header before decoding (default "
-                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str = opt.device(),
+    max_pixels: int | None = opt.max_pixels(),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Compute fusion-quality metrics (EN, SD, SF, MI, SCD, VIF, Qabf, SSIM, ...) as a published
     toolbox computes them. Default convention: cddfuse."""
@@ -131,5 +130,5 @@ def metrics(
         for p in r.problems:
             err.print(f"[yellow]warning:[/] {escape(r.name)}: {escape(p)}", highlight=False, soft_wrap=True)
     written = [str(p) for p in (csv_path, json_path) if p is not None]
-    if written:
+    if written and not quiet:
         err.print(f"wrote {', '.join(written)} (convention {reports[0].convention})", highlight=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..models import DEFAULT_MODEL
-
 from pathlib import Path
 
 import typer
@@ -11,7 +9,9 @@ from rich.markup import escape
 
 from ..errors import ConfigError
 from ..inference import resolve_device
+from ..models import DEFAULT_MODEL
 from ..robustness import DEFAULT_METRICS, run_robustness
+from . import _options as opt
 from ._console import err, progress, reporting_errors
 
 
@@ -32,38 +32,29 @@ def _checkpoints(values: list[str], models: list[str]) -> dict[str, str]:
 def robustness(
     dataset: Path = typer.Argument(..., help="Dataset folder with role sub-folders (ir/ vis/ ...).",
                                    show_default=False),
-    models: str = typer.Option(DEFAULT_MODEL, "--models", "-m", help="Models to compare, comma-separated."),
+    models: str = opt.models(DEFAULT_MODEL, "Models to compare, comma-separated."),
     kinds: str = typer.Option("haze,rain", "--kinds", "-k", help="Degradations to sweep, comma-separated; "
                               "a+b composes two kinds in one sweep. See `fusecli degrade --help`."),
     levels: str = typer.Option("0-5", "--levels", "-l", help="Severity levels: 0 (clean) to 5, e.g. 0-5 or 0,2,4."),
-    output: Path = typer.Option(..., "--output", "-o", help="Report folder: robustness.csv, one plot per kind, "
-                                "cells/ (kept for resuming).", show_default=False),
+    output: Path = opt.output("Report folder: robustness.csv, one plot per kind, cells/ (kept for resuming)."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="Only the first N pairs (by name), for a quick run.",
                                      show_default=False),
     metrics: str | None = typer.Option(None, "--metrics", help="Metrics, comma-separated (default: "
                                        + ",".join(DEFAULT_METRICS) + ", those available).", show_default=False),
-    checkpoint: list[str] = typer.Option([], "--checkpoint", "-c", help="Checkpoint file or folder (one model), "
-                                         "or NAME=PATH; repeatable. Default: the models' shipped weights.",
-                                         show_default=False),
+    checkpoint: list[str] = opt.checkpoint("Checkpoint file or folder (one model), or NAME=PATH; repeatable. "
+                                              "Default: the models' shipped weights.", default=[]),
     seed: int = typer.Option(0, "--seed", help="Degradation seed."),
     role: str | None = typer.Option(None, "--role", help="Role folder to degrade (default: the visible one).",
                                     show_default=False),
     depth: str = typer.Option("ramp", "--depth", help="Haze depth: ramp, uniform, or a folder of depth maps."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA when available), cpu, cuda or cuda:N."),
-    tile: int = typer.Option(0, "--tile", help="Fuse in tiles of this many pixels (0: whole image)."),
-    convention: str = typer.Option("cddfuse", "--convention", help="Metrics convention: cddfuse, matlab, vifb ..."),
-    stretch_16bit: bool | None = typer.Option(None, "--stretch-16bit/--no-stretch-16bit", help="Stretch the "
-                                              "0.5-99.5 % range of 16-bit sources to the full range. Default: "
-                                              "only sources that use less than half of 0..65535.",
-                                              show_default=False),
-    max_pixels: int | None = typer.Option(None, "--max-pixels", min=0, help="Refuse images of more than this "
-                                          "many pixels, checked in the file header before decoding (default "
-                                          "89478485, about 9459x9459; 0: no limit).", show_default=False),
-    precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32 (default), bf16 or "
-                                  "fp16 (the outputs are the same 8/16-bit images). bf16: CUDA GPUs, and CPUs "
-                                  "with AVX512-BF16 or AMX (elsewhere it runs emulated, slower than fp32); "
-                                  "fp16: CUDA only."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    device: str = opt.device(),
+    tile: int = opt.tile(),
+    convention: str = typer.Option("cddfuse", "--convention", "-C", help="Metrics convention: cddfuse, matlab, "
+                                   "vifb ..."),
+    stretch_16bit: bool | None = opt.stretch_16bit(),
+    max_pixels: int | None = opt.max_pixels(),
+    precision: str = opt.precision(),
+    quiet: bool = opt.quiet(),
 ) -> None:
     """Degrade the visible images at increasing severity, fuse with each model, and score against the clean sources.
 
