@@ -46,7 +46,7 @@ from .io import quantize, read_image, write_bytes_atomic, write_text_atomic
 from .locking import releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
 from .metrics._checks import check_convention
-from .pairs import Pair, scan_pairs
+from .pairs import Pair, PairScan, scan_pairs
 from .runs import build_models, claim_output, stretch_note, stretch_record, write_json
 
 __all__ = [
@@ -281,27 +281,19 @@ def run_robustness(
     check_tiling(tile, 0)
     resolve_precision(precision, device)
     depth_spec = resolve_depth(depth)
-    scan = scan_pairs(dataset, roles)
-    pairs: list[Pair] = scan.pairs[:limit] if limit else scan.pairs
-    if not pairs:
-        raise ConfigError(f"no complete pairs in '{dataset}' (roles {', '.join(scan.roles)})")
-    chosen_role = scan.roles[1] if role is None else str(role)
-    if chosen_role not in scan.roles:
-        raise ConfigError(f"--role {chosen_role!r} is not a role folder of '{dataset}'; its roles are "
-                          f"{', '.join(scan.roles)}")
-    role_index = scan.roles.index(chosen_role)
+    scan, pairs, role_index = _pairs(dataset, roles, limit, role)
     depth_maps: dict[str, Path] = {}
     if isinstance(depth_spec, Path) and any("haze" in s for s in sweeps):
         depth_maps = _depth_files(depth_spec, [p.paths[role_index] for p in pairs])
     built = _models(models, checkpoints, device)
-    sweep = _Sweep(role_index=role_index, metrics=metric_names, convention=convention, tile=tile, precision=precision,
-                   seed=seed, depth=depth_spec, depth_maps=depth_maps, inverse_depth=inverse_depth,
-                   stretch_16bit=stretch_16bit, max_pixels=max_pixels,
-                   setting={"role": chosen_role, "metrics": metric_names, "convention": convention, "tile": tile,
-                            "stretch_16bit": stretch_record(stretch_16bit),
-                            **({} if precision == "fp32" else {"precision": precision})})  # fp32: as earlier runs
+    run = _Run(role_index=role_index, metrics=metric_names, convention=convention, tile=tile, precision=precision,
+               seed=seed, depth=depth_spec, depth_maps=depth_maps, inverse_depth=inverse_depth,
+               stretch_16bit=stretch_16bit, max_pixels=max_pixels,
+               setting={"role": scan.roles[role_index], "metrics": metric_names, "convention": convention,
+                        "tile": tile, "stretch_16bit": stretch_record(stretch_16bit),
+                        **({} if precision == "fp32" else {"precision": precision})})  # fp32: as earlier runs
     out_dir = claim_output(output, dataset, scan.roles, command="robustness")  # one run per folder from here on
-    cells = [sweep.cell(label, built[label], kinds_, lv, pairs, out_dir / "cells")
+    cells = [run.cell(label, built[label], kinds_, lv, pairs, out_dir / "cells")
              for label in built for kinds_, lv in _cells(sweeps, level_list)]
 
     # execute: evaluate the pairs the cells miss, each cell's file rewritten after every pair
@@ -311,7 +303,7 @@ def run_robustness(
     stretched: set[tuple[str, str]] = set()  # (source, note) of the 16-bit sources prepare_16bit stretched
     for cell in cells:
         for pair in cell.missing:
-            cell.rows[pair.stem] = sweep.evaluate(built[cell.label], pair, cell.kinds, cell.level, stretched)
+            cell.rows[pair.stem] = run.evaluate(built[cell.label], pair, cell.kinds, cell.level, stretched)
             write_json(cell.path, {"key": cell.key, "rows": {
                 s: {m: _to_json_value(v) for m, v in r.items()} for s, r in cell.rows.items()}})
             result.computed += 1
@@ -331,6 +323,25 @@ def run_robustness(
                                                       title=f"{Path(dataset).resolve().name}, {len(pairs)} pairs")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _pairs(dataset: str | os.PathLike[str], roles: Sequence[str] | None, limit: int | None, role: str | None
+           ) -> tuple[PairScan, list[Pair], int]:
+    """The dataset's scan, the pairs to sweep (the first ``limit``, by stem) and the index of the role
+    to degrade (default: the second, the visible / texture one).
+
+    Raises:
+        ConfigError: no complete pair, or ``role`` is not a role folder of the dataset.
+    """
+    scan = scan_pairs(dataset, roles)
+    pairs = scan.pairs[:limit] if limit else scan.pairs
+    if not pairs:
+        raise ConfigError(f"no complete pairs in '{dataset}' (roles {', '.join(scan.roles)})")
+    chosen = scan.roles[1] if role is None else str(role)
+    if chosen not in scan.roles:
+        raise ConfigError(f"--role {chosen!r} is not a role folder of '{dataset}'; its roles are "
+                          f"{', '.join(scan.roles)}")
+    return scan, pairs, scan.roles.index(chosen)
 
 
 def _models(models: Sequence[str] | Mapping[str, nn.Module], checkpoints: Mapping[str, str | os.PathLike[str]] | None,
@@ -385,7 +396,7 @@ class _Cell:
 
 
 @dataclass(frozen=True)
-class _Sweep:
+class _Run:
     """The checked settings of a run: how a pair is degraded, fused and scored, and what a cell's key
     holds of them (``setting``: those that apply to every cell)."""
 
