@@ -172,3 +172,15 @@ def test_tno_pair_fast_equals_reference_with_official_or_shipped_weights(model, 
         iters.append(getattr(m, "last_solver_info", None) and m.last_solver_info.iterations)
     _assert_same_image(*outs)
     assert iters[0] == iters[1]  # the solver takes the same number of steps
+
+
+def test_window_plans_made_during_inference_serve_training():
+    """The cached gather indices are built outside inference mode: inference first, then a backward
+    pass at the same size (a tensor made in inference mode cannot be saved for backward)."""
+    torch.manual_seed(5)
+    model = FRUFN(FRUFNConfig(channels=8, heads=2, cells=1, impl="fast"))
+    ir, vis = torch.rand(1, 1, 40, 24), torch.rand(1, 1, 40, 24)
+    with torch.inference_mode():
+        model.eval()(ir, vis)
+    model.train()(ir, vis).mean().backward()
+    assert all(p.grad is not None for p in model.cells[0].glt.parameters())

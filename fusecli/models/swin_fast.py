@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache, partial, wraps
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,19 @@ class WindowPlan:
     last_rows: tuple[tuple[int, ...], ...]
 
 
-@lru_cache(maxsize=64)
+def _cached_plan(fn):
+    """``lru_cache(maxsize=64)`` whose entries are built outside inference mode: a plan first made
+    during ``torch.inference_mode`` inference then serves training too (a tensor created in inference
+    mode cannot be saved for backward)."""
+    @lru_cache(maxsize=64)
+    @wraps(fn)
+    def cached(*args):
+        with torch.inference_mode(False):
+            return fn(*args)
+    return cached
+
+
+@_cached_plan
 def window_plan(b: int, h: int, w: int, ws: int, shift: int, chunk_tokens: int, device: str) -> WindowPlan:
     """The cached :class:`WindowPlan` of a (B, H, W) token grid, window ``ws``, cyclic shift ``shift``."""
     hb, wb, n = h // ws, w // ws, ws * ws
@@ -147,7 +159,7 @@ def window_plan(b: int, h: int, w: int, ws: int, shift: int, chunk_tokens: int, 
                       tuple(mask_col) if full is not None else None, mask_row, tuple(last_rows))
 
 
-@lru_cache(maxsize=64)
+@_cached_plan
 def _composed(b: int, h: int, w: int, windows: tuple[tuple[int, int], ...], chunk_tokens: int,
               device: str) -> tuple[torch.Tensor, ...]:
     """Gather indices of consecutive blocks: block 0 from raster order, block i from block i-1's
