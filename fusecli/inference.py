@@ -23,6 +23,7 @@ from ._arrays import arrays_to_tensors, tensor_to_array
 from .color import _quantile, merge_luma, rgb_to_y, split_luma, stretch
 from .errors import ConfigError, DeviceError, ImageReadError, ShapeError
 from .io import ImageInfo, read_cube, read_image, write_cube, write_image
+from .models._contract import device_of, spec_of
 from .tiling import pad_to_multiple, tiled
 
 __all__ = ["resolve_device", "resolve_precision", "native_bf16", "PRECISIONS", "fuse_tensors", "fuse_images",
@@ -103,16 +104,10 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 
 def check_source_count(model: nn.Module, count: int) -> None:
-    """Raise ShapeError unless ``model`` fuses ``count`` sources.
-
-    A model fuses ``len(model.inputs)`` sources, or any number from ``model.min_inputs`` to
-    ``model.max_inputs`` (None: no limit) when it defines them (CSC-MEF: K >= 2 exposures).
-    """
-    roles = tuple(getattr(model, "inputs", ()))
-    low = getattr(model, "min_inputs", len(roles))
-    high = getattr(model, "max_inputs", len(roles))
-    if not roles and not hasattr(model, "min_inputs"):
-        return
+    """Raise ShapeError unless ``model`` fuses ``count`` sources: from its spec's ``min_inputs`` to
+    ``max_inputs`` (None: no limit; CSC-MEF: K >= 2 exposures)."""
+    spec = spec_of(model)
+    roles, low, high = spec.inputs, spec.min_inputs, spec.max_inputs
     if count < low or (high is not None and count > high):
         if high is None:
             raise ShapeError(f"this model fuses {low} or more images ({', '.join(roles)}, ...), got {count}")
@@ -142,17 +137,11 @@ def _out_of_memory_as_device_error(message: str) -> Iterator[None]:
         raise DeviceError(message) from exc
 
 
-def _colour_mode(model: nn.Module) -> str:
-    """``"luma"`` (the model fuses (B, 1, H, W) luminance; colour is handled here), ``"model"``
-    (it takes and returns RGB itself, e.g. CSC-MEF) or ``"cube"`` (a spectral cube and a guide)."""
-    return getattr(model, "colour", "luma")
-
-
 def _run(model: nn.Module, sources: list[torch.Tensor], part=None) -> torch.Tensor:
     """Run the model (or ``part``, one of its methods) once on (B, 1, h, w) sources: pad to its
     multiple, crop back."""
     h, w = sources[0].shape[-2:]
-    multiple = getattr(model, "pad_multiple", 1)
+    multiple = spec_of(model).pad_multiple
     out = (part or model)(*[pad_to_multiple(s, multiple) for s in sources])
     return out[..., :h, :w]
 
@@ -169,8 +158,9 @@ def fuse_tensors(
 
     Args:
         model: a registered model in eval mode (see :mod:`fusecli.models`).
-        sources: (B, 1, H, W) float32 tensors in [0, 1], one per ``model.inputs`` role, in that order
-            (a model with ``colour = "model"`` takes (B, 3, H, W) RGB, and K >= ``min_inputs`` of them).
+        sources: (B, 1, H, W) float32 tensors in [0, 1], one per role of the model's spec
+            (:func:`fusecli.models.spec_of`: ``inputs``), in that order (a model whose spec has
+            ``colour="model"`` takes (B, 3, H, W) RGB, and K >= ``min_inputs`` of them).
         tile: process in tiles of this side (0: whole image at once).
         overlap: overlap of neighbouring tiles, blended linearly, for models without a finite
             ``receptive_radius``. A model with one is tiled without overlap, each tile getting that
@@ -181,8 +171,8 @@ def fuse_tensors(
             to that dtype (see :func:`resolve_precision`); the result is float32 either way.
 
     Returns:
-        The fused (B, 1, H, W) float32 tensor in [0, 1] ((B, 3, H, W) for ``colour = "model"``), on
-        the model's device.
+        The fused (B, 1, H, W) float32 tensor in [0, 1] ((B, 3, H, W) for ``colour="model"``), on
+        the model's device (:func:`fusecli.models.device_of`).
 
     Raises:
         ShapeError: wrong number of sources, mismatched shapes, or an image smaller than the model's
@@ -190,7 +180,8 @@ def fuse_tensors(
         DeviceError: the device ran out of memory.
         ConfigError: an unknown or unsupported ``precision``.
     """
-    mode = _colour_mode(model)
+    spec = spec_of(model)
+    mode = spec.colour
     if mode == "cube":
         raise ConfigError("this model super-resolves a spectral cube with a guide image: use fuse_cube_files "
                           "(fusecli fuse CUBE GUIDE -o OUT)")
@@ -203,27 +194,27 @@ def fuse_tensors(
             raise ShapeError(f"sources must be (B, {channels}, H, W) {kind} tensors, got {tuple(s.shape)}")
         if s.shape != shape:
             raise ShapeError(f"sources differ in shape: {tuple(shape)} vs {tuple(s.shape)}")
-    min_size = getattr(model, "min_size", 1)
+    min_size = spec.min_size
     if min(shape[-2:]) < min_size:
         raise ShapeError(f"image is {shape[-1]}x{shape[-2]} pixels; this model needs at least "
                          f"{min_size}x{min_size}")
-    device = next(model.parameters()).device
+    device = device_of(model)
     dtype = resolve_precision(precision, device)
     sources = [s.to(device=device, dtype=torch.float32) for s in sources]
     with _out_of_memory_as_device_error(f"out of memory on {device} fusing a {shape[-1]}x{shape[-2]} image: "
                                         "use --tile 512 (or smaller), or --device cpu"):
         with torch.inference_mode(), _autocast(device, dtype):
             if tile and (shape[-1] > tile or shape[-2] > tile):
-                if not getattr(model, "tileable", True):
+                if not spec.tileable:
                     raise ConfigError(f"{type(model).__name__} cannot fuse in tiles (its output depends on "
                                       "whole-image statistics); leave out --tile")
                 if tile < min_size:
                     raise ShapeError(f"--tile {tile} is smaller than this model's minimum size {min_size}")
-                radius = getattr(model, "receptive_radius", None)
+                radius = spec.receptive_radius
                 if radius is None:  # unbounded context: `overlap` pixels of it, seams blended
                     out = tiled(lambda ts: _run(model, ts), sources, tile=tile, overlap=overlap, context=overlap)
                 else:  # exact context: no blending, and a pixel-wise head once on the whole image
-                    local = getattr(model, "forward_local", None)
+                    local = model.forward_local
                     out = tiled(lambda ts: _run(model, ts, local), sources, tile=tile, overlap=0, context=radius)
                     out = out if local is None else model.forward_pointwise(out)
             else:
@@ -250,18 +241,18 @@ def fuse_images(
 
     Args:
         model: a registered model.
-        images: (B, C, H, W) tensors in [0, 1], C = 1 or 3, in the order of ``model.inputs``; or
+        images: (B, C, H, W) tensors in [0, 1], C = 1 or 3, in the order of the spec's ``inputs``; or
             NumPy images (H, W) / (H, W, 1 or 3) RGB of uint8, uint16 or float in [0, 1] (as
             :func:`fusecli.io.read_image` scales files: uint8 / 255, uint16 / 65535, no 16-bit
             stretch; see :mod:`fusecli._arrays`).
         gray: force a gray (1-channel) output.
         tile, overlap, precision: see :func:`fuse_tensors` (a ColorNet runs in the same precision).
 
-    A model that carries a ``colornet`` (FRUFN / EFRUFN multi-exposure weights whose card names a
-    trained ColorNet, Remark 1) gets the chroma of two colour sources from it: ColorNet(fused Y,
-    CbCr of source 1, CbCr of source 2), clamped to [0, 1].
+    A model with a ``colour_step`` (:class:`fusecli.models.ColourStep`: FRUFN / EFRUFN multi-exposure
+    weights whose card names a trained ColorNet, Remark 1) gets the chroma of its colour sources from
+    it: ColorNet(fused Y, CbCr of source 1, CbCr of source 2), clamped to [0, 1].
 
-    A model with ``colour = "model"`` (CSC-MEF) fuses colour itself: it gets the RGB images (gray
+    A model whose spec has ``colour="model"`` (CSC-MEF) fuses colour itself: it gets the RGB images (gray
     ones repeated to three channels) and its RGB output is returned as it is (its luminance with
     ``gray``).
 
@@ -274,7 +265,8 @@ def fuse_images(
     if kind is not None:  # NumPy in, NumPy out: the same call on tensors
         return tensor_to_array(fuse_images(model, tensors, gray=gray, tile=tile, overlap=overlap,
                                            precision=precision).cpu(), kind)
-    if _colour_mode(model) == "model":
+    spec = spec_of(model)
+    if spec.colour == "model":
         for im in images:
             if im.dim() != 4 or im.shape[1] not in (1, 3):
                 raise ShapeError(f"images must be (B, 1 or 3, H, W) tensors, got {tuple(im.shape)}")
@@ -282,21 +274,19 @@ def fuse_images(
         fused = fuse_tensors(model, rgb, tile=tile, overlap=overlap, precision=precision)
         return rgb_to_y(fused).clamp(0, 1) if gray else fused
     split = [split_luma(im) for im in images]
-    colornet = getattr(model, "colornet", None)
-    if colornet is not None and not gray and len(split) == 2 and all(c is not None for _, c in split):
-        # multi-exposure weights with a trained ColorNet (FRUFN Remark 1): chroma predicted from the
-        # fused luminance and both sources' chroma, instead of copied from one source
+    step = model.colour_step
+    if step is not None and not gray and len(split) == step.sources and all(c is not None for _, c in split):
+        # weights with a learned colour step (FRUFN Remark 1): chroma predicted from the fused
+        # luminance and the sources' chroma, instead of copied from one source
         fused = fuse_tensors(model, [y for y, _ in split], tile=tile, overlap=overlap, precision=precision)
-        cbcr = [c.to(fused.device) for _, c in split]
-        colornet = colornet.to(fused.device)
-        with _out_of_memory_as_device_error(f"out of memory running ColorNet on a {fused.shape[-1]}x"
+        with _out_of_memory_as_device_error(f"out of memory running {step.name} on a {fused.shape[-1]}x"
                                             f"{fused.shape[-2]} image: use --device cpu"):
             with torch.inference_mode(), _autocast(fused.device, resolve_precision(precision, fused.device)):
-                chroma = colornet(fused, *cbcr).float().clamp(0, 1)
+                chroma = step(fused, [c for _, c in split])
         return merge_luma(fused, chroma)
     chroma = None
     if not gray:
-        roles = list(getattr(model, "inputs", ()))
+        roles = list(spec.inputs)
         order = list(range(len(images)))
         if "vis" in roles:
             vis = roles.index("vis")
@@ -367,7 +357,7 @@ def fuse_files(
 
     Args:
         model: a registered model.
-        inputs: image paths in the order of ``model.inputs`` (e.g. infrared, visible).
+        inputs: image paths in the order of the spec's ``inputs`` (e.g. infrared, visible).
         output: output path; the extension picks the format (.png, .jpg, .tif, .bmp).
         gray: force a gray output.
         bit_depth: 8 or 16 (PNG and TIFF only).
@@ -387,8 +377,8 @@ def fuse_files(
     if not inputs:
         raise ImageReadError("no input images given")
     check_source_count(model, len(inputs))
-    resolve_precision(precision, next(model.parameters()).device)  # before any reading
-    if _colour_mode(model) == "cube":
+    resolve_precision(precision, device_of(model))  # before any reading
+    if spec_of(model).colour == "cube":
         if tile:
             raise ConfigError("--tile is not supported for cube super-resolution; leave it out")
         return fuse_cube_files(model, inputs[0], inputs[1], output, max_pixels=max_pixels, precision=precision)
@@ -403,7 +393,7 @@ def fuse_files(
     path = write_image(output, fused.cpu(), bit_depth=bit_depth, protect=inputs)
     _, channels, height, width = fused.shape
     notes = tuple(note for _, note in prepared if note)
-    device = next(model.parameters()).device
+    device = device_of(model)
     if resolve_precision(precision, device) == torch.bfloat16 and not native_bf16(device):
         notes += ("bf16 runs emulated on this CPU (no AVX512-BF16 or AMX): slower than fp32 here",)
     return FuseResult(Path(path), width, height, channels, time.perf_counter() - start, notes)
@@ -421,7 +411,7 @@ def fuse_cube_files(
     """Super-resolve a spectral cube with a guide image (CSC-MSF) and write it atomically.
 
     Args:
-        model: a model with ``colour = "cube"`` (``cscfuse-msf``).
+        model: a model whose spec has ``colour="cube"`` (``cscfuse-msf``).
         cube: the low-resolution cube: ``.npy``, multi-page ``.tif`` or a folder of band images
             (:func:`fusecli.io.read_cube`).
         guide: the RGB guide image at ``model.config.scale`` times the cube's resolution.
@@ -436,9 +426,9 @@ def fuse_cube_files(
     Raises:
         ImageReadError, ImageWriteError, ShapeError, DeviceError, ConfigError.
     """
-    if _colour_mode(model) != "cube":
+    if spec_of(model).colour != "cube":
         raise ConfigError(f"{type(model).__name__} fuses images, not a cube and a guide; use fuse_files")
-    device = next(model.parameters()).device
+    device = device_of(model)
     dtype = resolve_precision(precision, device)
     start = time.perf_counter()
     lr, info = read_cube(cube, max_pixels=max_pixels)

@@ -13,6 +13,7 @@ from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import ConfigError, DeviceError, ImageWriteError, ShapeError
 from fusecli.inference import fuse_files, fuse_images, resolve_device, stretch
 from fusecli.io import read_image
+from fusecli.models import FusionModel, ModelSpec
 from fusecli.train.data import load_luma
 
 from .conftest import SAMPLES
@@ -133,10 +134,11 @@ def test_stretch_16bit_uses_the_full_range_of_raw_thermal(official_auif, tmp_pat
     assert len(auto.notes) == 1 and "ir16.png" in auto.notes[0] and "--no-stretch-16bit" in auto.notes[0]
 
 
-class _Raises(torch.nn.Module):
+class _Raises(FusionModel):
     """A one-parameter 'model' whose forward raises the given error."""
 
-    inputs = ("ir", "vis")
+    spec = ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1, min_size=1,
+                     receptive_radius=None, tileable=True)
 
     def __init__(self, error: Exception):
         super().__init__()

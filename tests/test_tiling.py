@@ -9,6 +9,7 @@ from torch import nn
 
 from fusecli.errors import ConfigError
 from fusecli.inference import fuse_tensors
+from fusecli.models import FusionModel, ModelSpec
 from fusecli.tiling import tiled
 
 
@@ -39,12 +40,11 @@ def test_tile_must_exceed_overlap():
         tiled(_blur, [torch.rand(1, 1, 40, 40)] * 2, tile=8, overlap=8, context=3)
 
 
-class _NeedsMultipleOf8(nn.Module):
+class _NeedsMultipleOf8(FusionModel):
     """A toy model that only accepts sizes divisible by 8 (like FRUFN's mask generator)."""
 
-    inputs = ("ir", "vis")
-    min_size = 8
-    pad_multiple = 8
+    spec = ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=8, min_size=8,
+                     receptive_radius=None, tileable=True)
 
     def __init__(self):
         super().__init__()

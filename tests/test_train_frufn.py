@@ -100,17 +100,18 @@ def test_three_stages_write_cards_and_teach_each_other(tmp_path):
     net.load_state_dict(load_file(str(colornet_file)))
     assert read["meif"]["colornet"]["file"] == colornet_file.name
 
-    # the meif card brings its ColorNet: a colour exposure pair gets the predicted chroma (Remark 1)
+    # the meif card brings its ColorNet as the model's colour step: a colour exposure pair gets the
+    # predicted chroma (Remark 1)
     meif = create_model("frufn", checkpoint=cards["meif"])
-    assert isinstance(meif.colornet, ColorNet) and "ColorNet" in meif.weights_info
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in meif.colornet.state_dict().items())
+    assert isinstance(meif.colour_step.net, ColorNet) and "ColorNet" in meif.weights_info
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in meif.colour_step.net.state_dict().items())
     a, b = torch.rand(1, 3, 20, 27), torch.rand(1, 3, 20, 27)
     fused, y = fuse_images(meif, [a, b]), fuse_images(meif, [a, b], gray=True)
     with torch.no_grad():
-        want = merge_luma(y, meif.colornet(y, split_luma(a)[1], split_luma(b)[1]).clamp(0, 1))
+        want = merge_luma(y, meif.colour_step.net(y, split_luma(a)[1], split_luma(b)[1]).clamp(0, 1))
     assert fused.shape == (1, 3, 20, 27) and torch.allclose(fused, want, atol=1e-6)
     assert not torch.allclose(split_luma(fused)[1], split_luma(b)[1], atol=1e-3)  # not a copy of one source
-    assert getattr(create_model("frufn", checkpoint=cards["ivf"]), "colornet", None) is None
+    assert create_model("frufn", checkpoint=cards["ivf"]).colour_step is None
     # a ColorNet file that does not match its card is refused
     bad = tmp_path / "run" / "meif" / "bad.yaml"
     bad.write_text(cards["meif"].read_text().replace(read["meif"]["colornet"]["sha256"], "0" * 64))

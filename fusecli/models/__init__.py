@@ -5,10 +5,11 @@ modules are imported explicitly at the bottom of this file (no filesystem scanni
 ``grep register_model`` finds every model.
 
 Models share one calling convention: ``model(*sources)`` with each source a (B, 1, H, W) float32
-tensor in [0, 1] in the order ``model.inputs`` names (e.g. ``("ir", "vis")``), returning the fused
-(B, 1, H, W) tensor in [0, 1]. ``model.min_size`` is the smallest height/width it accepts,
-``model.pad_multiple`` the multiple H and W are padded to, and ``model.receptive_radius`` (when
-finite) the context one output pixel depends on, which makes tiling exact.
+tensor in [0, 1] in the order its spec's ``inputs`` names (e.g. ``("ir", "vis")``), returning the
+fused (B, 1, H, W) tensor in [0, 1]. Every model class subclasses :class:`FusionModel` and declares a
+:class:`ModelSpec` (roles and number of sources, colour mode, pad multiple, smallest size, receptive
+radius, whether it tiles); :func:`register_model` refuses a class without one. Callers read it with
+:func:`spec_of` and a model's device with :func:`device_of` (see :mod:`fusecli.models._contract`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnknownNameError
+from ._contract import ColourStep, FusionModel, ModelSpec, check_model_class, device_of, spec_of
 from ._weights import Card, find_card, load_state_dict, read_card
 
-__all__ = ["DEFAULT_MODEL", "ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model", "Card"]
+__all__ = ["DEFAULT_MODEL", "ModelEntry", "register_model", "get_entry", "list_models", "model_summary", "create_model",
+           "Card", "ModelSpec", "FusionModel", "ColourStep", "spec_of", "device_of"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,8 @@ class ModelEntry:
 
     Attributes:
         name: registry name (``fusecli fuse --model NAME``).
-        cls: the ``nn.Module`` class; built as ``cls(config)``.
+        cls: the model class (a :class:`FusionModel` declaring its :class:`ModelSpec`); built as
+            ``cls(config)``.
         config_cls: its frozen config dataclass.
         tasks: fusion tasks it is meant for (``"ir-vis"``, ``"medical"``, ...).
         paper: short citation of the source paper.
@@ -65,8 +69,15 @@ DEFAULT_MODEL = "auif-fusion"
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
+    """Add ``entry`` to the registry (at import of the model's module).
+
+    Raises:
+        ValueError: the name is taken.
+        TypeError: ``entry.cls`` is not a :class:`FusionModel` declaring its :class:`ModelSpec`.
+    """
     if entry.name in _MODELS:
         raise ValueError(f"model {entry.name!r} registered twice")
+    check_model_class(entry.cls)
     _MODELS[entry.name] = entry
     return entry
 
@@ -123,7 +134,9 @@ def create_model(
 
     Returns:
         The model, on ``device``, in eval mode, with attribute ``weights_info`` (a short string
-        naming the weights and their sha256) for manifests and logs.
+        naming the weights and their sha256) for manifests and logs, and ``colour_step``: the
+        :class:`ColourStep` its weights card names (FRUFN / EFRUFN multi-exposure weights with a
+        trained ColorNet, the card's ``colornet`` section), else None.
 
     Raises:
         UnknownNameError, CheckpointError, ConfigError.
@@ -153,10 +166,9 @@ def create_model(
         model.weights_info = f"{card.name} (sha256 {card.sha256[:12]})"
         if card.extra.get("colornet") is not None:  # FRUFN/EFRUFN multi-exposure weights: chroma network
             from .colornet import load_from_card
-            # kept outside the module tree (not a submodule): the model's state dict stays the
-            # fusion network's, so its weights load into and copy from any FRUFN/EFRUFN unchanged
-            object.__setattr__(model, "colornet", load_from_card(card.extra["colornet"], card.path).to(device))
-            model.weights_info += " + ColorNet"
+            net = load_from_card(card.extra["colornet"], card.path).to(device)
+            model.colour_step = ColourStep(net=net, sources=2, name="ColorNet")
+            model.weights_info += f" + {model.colour_step.name}"
     else:
         model.weights_info = "random initialisation" if entry.needs_weights else "fixed parameters (no training)"
     return model.to(device).eval()

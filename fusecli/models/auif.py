@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ._contract import FusionModel, ModelSpec
 from .layers import box_blur
 
 __all__ = ["AUIFConfig", "Stage", "AUIF", "unrolled_encode", "calibrate_sum_offset", "convert_official"]
@@ -230,17 +231,12 @@ def unrolled_encode(img: torch.Tensor, base_stages, detail_stages, blur_size: in
     return base, detail
 
 
-class AUIF(nn.Module):
+class AUIF(FusionModel):
     """AUIF fusion network: two unrolled encoders, a decoder, and a fusion rule.
 
     ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
     luminance) and returns the fused (B, 1, H, W) image in [0, 1].
     """
-
-    #: roles of the inputs, in order
-    inputs = ("ir", "vis")
-    #: inputs need no padding to a multiple
-    pad_multiple = 1
 
     def __init__(self, config: AUIFConfig | None = None):
         super().__init__()
@@ -251,15 +247,17 @@ class AUIF(nn.Module):
         self.decoder = nn.Sequential(
             nn.ReflectionPad2d(1), nn.Conv2d(1, 1, 3, bias=False), nn.BatchNorm2d(1), nn.Sigmoid()
         )
-        #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
-        self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
 
     @property
-    def receptive_radius(self) -> int:
-        """Pixels of context one output pixel depends on (for exact tiling): the initial filter, 2 per
-        stage (the 5x5 ``K^T K``), 1 for the ``l1`` rule's 3x3 activity, 1 for the decoder."""
+    def spec(self) -> ModelSpec:
+        """An infrared-visible pair of luminance images; smallest side: the reflect-padded 19x19
+        Laplacian needs 10 pixels; receptive radius (exact tiling): the initial filter, 2 per stage
+        (the 5x5 ``K^T K``), 1 for the ``l1`` rule's 3x3 activity, 1 for the decoder."""
         c = self.config
-        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + int(c.fusion == "l1") + 1
+        first = max(c.laplacian_size, c.blur_size) // 2
+        return ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                         min_size=first + 1, receptive_radius=first + 2 * c.layers + int(c.fusion == "l1") + 1,
+                         tileable=True)
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base and detail features of ``img`` (B, 1, H, W); each (B, 1, H, W)."""

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ._contract import FusionModel, ModelSpec
 from .auif import Stage, unrolled_encode
 from .classical import BINOMIAL, collapse_pyramid, laplacian_pyramid, usable_levels
 
@@ -142,14 +143,11 @@ class FusionStep(nn.Module):
         return w * ir + (1 - w) * vis + h[:, 1:2] * d_ir + h[:, 2:3] * d_vis
 
 
-class AUIFFusion(nn.Module):
+class AUIFFusion(FusionModel):
     """AUIF's unrolled encoders with a learned fusion step, trained as a fusion network.
 
     ``forward(ir, vis)``: two (B, 1, H, W) float32 tensors in [0, 1] -> fused (B, 1, H, W) in [0, 1].
     """
-
-    inputs = ("ir", "vis")
-    pad_multiple = 1
 
     def __init__(self, config: AUIFFusionConfig | None = None):
         super().__init__()
@@ -164,17 +162,18 @@ class AUIFFusion(nn.Module):
             )
         #: the pyramid's binomial filter (a buffer: not trained, moves with the model)
         self.register_buffer("kernel", torch.tensor(BINOMIAL), persistent=False)
-        #: smallest height / width: the reflect-padded 19x19 Laplacian needs 10 pixels
-        self.min_size = max(c.laplacian_size, c.blur_size) // 2 + 1
 
     @property
-    def receptive_radius(self) -> int | None:
-        """Pixels of context one output pixel depends on (exact tiling); None with the pyramid detail
-        step, whose levels depend on the image size (tiles then overlap and blend)."""
+    def spec(self) -> ModelSpec:
+        """An infrared-visible pair of luminance images; smallest side: the reflect-padded 19x19
+        Laplacian needs 10 pixels; receptive radius (exact tiling): the encoders' as AUIF's, then the
+        fusion step's; None with the pyramid detail step, whose levels depend on the image size (tiles
+        then overlap and blend)."""
         c = self.config
-        if c.detail_levels:
-            return None
-        return max(c.laplacian_size, c.blur_size) // 2 + 2 * c.layers + 1 + FusionStep.radius
+        first = max(c.laplacian_size, c.blur_size) // 2
+        radius = None if c.detail_levels else first + 2 * c.layers + 1 + FusionStep.radius
+        return ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                         min_size=first + 1, receptive_radius=radius, tileable=True)
 
     def train(self, mode: bool = True) -> AUIFFusion:
         """Train mode everywhere except BatchNorm, which keeps its running statistics (module docstring)."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ._contract import FusionModel, ModelSpec
 
 __all__ = ["ClassicalConfig", "LaplacianConfig", "AverageFusion", "MaxFusion", "LaplacianFusion",
            "laplacian_pyramid", "collapse_pyramid", "convert_official"]
@@ -60,22 +61,21 @@ class LaplacianConfig:
             raise ConfigError(f"laplacian levels must be 1..12, got {self.levels}")
 
 
-class _Classical(nn.Module):
+class _Classical(FusionModel):
     """Shared plumbing: two luminance sources, no weights.
 
-    A frozen, never-trained ``nn.Parameter`` holds the binomial filter, so code that finds a
-    model's device from its parameters works unchanged (as ``derun-admm``).
+    The binomial filter is a (non-persistent) buffer: it moves with the model and is no parameter
+    (``fusecli models`` counts 0); callers find the device with :func:`~fusecli.models.device_of`.
     """
 
-    inputs = ("ir", "vis")
-    pad_multiple = 1
-    min_size = 1
-    receptive_radius: int | None = 0
+    #: per pixel: no context, exact tiles
+    spec = ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                     min_size=1, receptive_radius=0, tileable=True)
 
     def __init__(self, config=None):
         super().__init__()
         self.config = config if config is not None else ClassicalConfig()
-        self.kernel = nn.Parameter(torch.tensor(_BINOMIAL), requires_grad=False)
+        self.register_buffer("kernel", torch.tensor(_BINOMIAL), persistent=False)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -163,10 +163,11 @@ def collapse_pyramid(pyramid: list[torch.Tensor], kernel: torch.Tensor) -> torch
 class LaplacianFusion(_Classical):
     """Laplacian-pyramid fusion: average of the coarsest level, larger-magnitude band-pass coefficient."""
 
-    min_size = 3
-    #: the number of levels, and so the context of a pixel, depends on the image size: tiles get
-    #: the tiler's overlap as context (close to, not exactly, the untiled result)
-    receptive_radius = None
+    #: smallest side 3 (the 5-tap reflect border); the number of levels, and so the context of a
+    #: pixel, depends on the image size: tiles get the tiler's overlap as context (close to, not
+    #: exactly, the untiled result)
+    spec = ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                     min_size=3, receptive_radius=None, tileable=True)
 
     def __init__(self, config: LaplacianConfig | None = None):
         super().__init__(config or LaplacianConfig())

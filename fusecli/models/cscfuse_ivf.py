@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
+from ._contract import FusionModel, ModelSpec
 from . import _csc_fast as _fast
 from .layers import DCU, SoftThreshold, box_blur, guided_filter, guided_filter_plane
 
@@ -225,17 +226,12 @@ def saliency_weights(
     return w_ir, 1 - w_ir
 
 
-class CSCIVF(nn.Module):
+class CSCIVF(FusionModel):
     """CSC-IVF fusion network: base and detail CSC encoders, a shared decoder, a fusion rule.
 
     ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
     luminance) and returns the fused (B, 1, H, W) image in [0, 1].
     """
-
-    #: roles of the inputs, in order
-    inputs = ("ir", "vis")
-    #: inputs need no padding to a multiple
-    pad_multiple = 1
 
     def __init__(self, config: CSCIVFConfig | None = None):
         super().__init__()
@@ -249,20 +245,19 @@ class CSCIVF(nn.Module):
             nn.ReflectionPad2d(1), nn.Conv2d(half, quarter, 3, bias=False), nn.BatchNorm2d(quarter),
             nn.ReflectionPad2d(1), nn.Conv2d(quarter, 1, 3, bias=False), nn.BatchNorm2d(1),
         )
-        #: smallest height / width: the reflect-padded box blur needs blur_size // 2 + 1 pixels
-        self.min_size = max(c.blur_size // 2 + 1, 2)
 
     @property
-    def receptive_radius(self) -> int | None:
-        """Context one output pixel depends on; ``None`` (unbounded) for the global saliency rule.
-
-        Blur ``blur_size // 2``, first unit 1 (encoder only), each later unit 2 (decoder + encoder),
-        decoder 3, and 1 for the 3x3 mean of the L1 rule.
-        """
+    def spec(self) -> ModelSpec:
+        """An infrared-visible pair of luminance images; smallest side: the reflect-padded box blur
+        needs ``blur_size // 2 + 1`` pixels. Receptive radius: ``None`` (unbounded) for the global
+        saliency rule; else blur ``blur_size // 2``, first unit 1 (encoder only), each later unit 2
+        (decoder + encoder), decoder 3, and 1 for the 3x3 mean of the L1 rule."""
         c = self.config
-        if c.fusion == "saliency":
-            return None
-        return c.blur_size // 2 + 1 + 2 * (c.units - 1) + 3 + (1 if c.fusion == "l1" else 0)
+        radius = None
+        if c.fusion != "saliency":
+            radius = c.blur_size // 2 + 1 + 2 * (c.units - 1) + 3 + (1 if c.fusion == "l1" else 0)
+        return ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                         min_size=max(c.blur_size // 2 + 1, 2), receptive_radius=radius, tileable=True)
 
     def encode(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base and detail codes of ``img`` (B, 1, H, W); each (B, C, H, W)."""

@@ -57,6 +57,7 @@ from torch import nn
 
 from ..color import rgb_to_ycbcr, ycbcr_to_rgb
 from ..errors import CheckpointError, ConfigError, ShapeError
+from ._contract import FusionModel, ModelSpec
 from ..color import stretch
 from .layers import DCU, SoftThreshold
 
@@ -132,7 +133,7 @@ def fuse_chroma(chroma: torch.Tensor) -> torch.Tensor:
     return (w * chroma).sum(1, keepdim=True) / w.sum(1, keepdim=True)
 
 
-class CSCMEF(nn.Module):
+class CSCMEF(FusionModel):
     """CSC-MEF multi-exposure fusion network (colour in, colour out; any K >= 2).
 
     ``forward(*exposures)``: K >= 2 tensors (B, 3, H, W) in [0, 1] (RGB; (B, 1, H, W) gray is
@@ -140,20 +141,13 @@ class CSCMEF(nn.Module):
     (clamped, and stretched when ``config.stretch``).
     """
 
-    #: role names: any number (>= 2) of exposures, darkest first by convention (the order does not matter)
-    inputs = ("under", "over")
-    #: takes K >= min_inputs sources (fusecli's CLI accepts more than two files for this model)
-    min_inputs = 2
-    max_inputs: int | None = None
-    #: fuses colour itself: fuse_images hands it the RGB images and keeps its RGB output
-    colour = "model"
-    #: reflect padding of the 3x3 convolutions needs 2 pixels
-    min_size = 2
-    pad_multiple = 1
-    #: the stretch uses whole-image quantiles (every other step has radius 1 + 2 per DCU)
-    receptive_radius = None
-    #: tiles would be stretched separately: fusecli refuses --tile for this model
-    tileable = False
+    #: any number (>= 2) of exposures, darkest first by convention (the order does not matter;
+    #: fusecli's CLI accepts more than two files for this model); it fuses colour itself (fuse_images
+    #: hands it the RGB images and keeps its RGB output); reflect padding of the 3x3 convolutions
+    #: needs 2 pixels; the stretch uses whole-image quantiles (every other step has radius 1 + 2 per
+    #: DCU), so tiles would be stretched separately: fusecli refuses --tile for this model
+    spec = ModelSpec(inputs=("under", "over"), min_inputs=2, max_inputs=None, colour="model", pad_multiple=1,
+                     min_size=2, receptive_radius=None, tileable=False)
 
     def __init__(self, config: CSCMEFConfig | None = None):
         super().__init__()
@@ -162,7 +156,7 @@ class CSCMEF(nn.Module):
         self.weight_net = WeightNet(c.channels, c.blocks, c.sst_init)
 
     def _check(self, exposures: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        if len(exposures) < self.min_inputs:
+        if len(exposures) < self.spec.min_inputs:
             raise ShapeError(f"CSC-MEF fuses K >= 2 exposures, got {len(exposures)}")
         shape = exposures[0].shape
         out = []

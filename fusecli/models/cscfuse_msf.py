@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
+from ._contract import FusionModel, ModelSpec
 from . import _csc_fast as _fast
 from .layers import DCU, SoftThreshold, guided_filter_coefficients
 
@@ -126,22 +127,18 @@ def fast_guided_upsample(lr_guide: torch.Tensor, lr_src: torch.Tensor, hr_guide:
     return _resize(a, size) * hr_guide + _resize(b, size)
 
 
-class CSCMSF(nn.Module):
+class CSCMSF(FusionModel):
     """CSC-MSF: RGB-guided spectral super-resolution of a cube (see the module docstring).
 
     ``forward(cube, guide)``: cube (B, bands, h, w), guide (B, guide_channels, H, W) in [0, 1]
     with ``(h, w) == (H // scale, W // scale)``; returns (B, bands, H, W).
     """
 
-    #: roles of the inputs, in order
-    inputs = ("cube", "guide")
-    #: a cube in, a cube out: fusecli.inference.fuse_cube_files, not the image pipeline
-    colour = "cube"
-    #: the guided filter at low resolution needs 2r + 2 pixels per side; reflect padding 2
-    min_size = 4
-    pad_multiple = 1
-    #: bilinear resizing and the global shape of the problem: no finite radius (no tiling)
-    receptive_radius = None
+    #: a cube and its guide in, a cube out (fusecli.inference.fuse_cube_files, not the image
+    #: pipeline); the guided filter at low resolution needs 2r + 2 pixels per side, reflect padding
+    #: 2; bilinear resizing and the global shape of the problem: no finite radius, no tiling
+    spec = ModelSpec(inputs=("cube", "guide"), min_inputs=2, max_inputs=2, colour="cube", pad_multiple=1,
+                     min_size=4, receptive_radius=None, tileable=False)
 
     def __init__(self, config: CSCMSFConfig | None = None):
         super().__init__()

@@ -123,6 +123,7 @@ from ..errors import CheckpointError, ConfigError, ShapeError
 from ..solvers import conjugate_gradient
 from . import _derun_fast as _fast
 from . import _tasks
+from ._contract import FusionModel, ModelSpec
 
 __all__ = ["DeRUNConfig", "DeRUNADMMConfig", "Shrinkage", "Branch", "PWSM", "PWSMTranspose", "State", "Stage",
            "DeRUN", "DeRUNADMM", "soft_threshold", "sobel_kernels", "conjugate_gradient", "convert_official"]
@@ -732,7 +733,7 @@ class Stage(nn.Module):
         return State(y, e, f, h, g)
 
 
-class DeRUN(nn.Module):
+class DeRUN(FusionModel):
     """DeRUN: N unrolled ADMM stages on the HIFM residual ``Y = X - V``.
 
     ``forward(u, v)`` takes the intensity source U (infrared / PET / SPECT luminance) and the
@@ -740,14 +741,11 @@ class DeRUN(nn.Module):
     the fused ``X = Y^(N) + V`` (B, 1, H, W), clipped to [0, 1].
     """
 
-    #: roles of the inputs, in order: U (intensity) then V (texture); medical: pet/spect, then mri
-    inputs = ("ir", "vis")
-    #: inputs need no padding to a multiple
-    pad_multiple = 1
-    #: the DFM inverse couples all pixels: no finite receptive field, tiling is approximate
-    receptive_radius = None
-    #: smallest height / width (3x3 circular convolutions and the reflect margin)
-    min_size = 4
+    #: U (intensity) then V (texture) (medical: pet/spect, then mri); smallest side 4 (3x3 circular
+    #: convolutions and the reflect margin); the DFM inverse couples all pixels: no finite receptive
+    #: field, tiling is approximate
+    spec = ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=1,
+                     min_size=4, receptive_radius=None, tileable=True)
 
     def __init__(self, config: DeRUNConfig | None = None):
         super().__init__()
@@ -788,7 +786,7 @@ class DeRUN(nn.Module):
 
 # --- the classical solver ------------------------------------------------------------------------------
 
-class DeRUNADMM(nn.Module):
+class DeRUNADMM(FusionModel):
     """HIFM solved by plain ADMM (the paper's "PM+OS", Table 3a): Sobel operators, exact soft
     threshold, exact Fourier-domain Y update, one gradient step per iteration on H, fixed
     parameters (:class:`DeRUNADMMConfig`), no training.
@@ -796,20 +794,16 @@ class DeRUNADMM(nn.Module):
     ``forward(u, v)``: U, V (B, 1, H, W) in [0, 1] (U intensity, V texture) -> X (B, 1, H, W) in [0, 1].
     :meth:`iterate` is one ADMM iteration on extended tensors (the test oracle of :class:`Stage`).
 
-    The Sobel kernels are stored as a frozen ``nn.Parameter`` (``requires_grad=False``, never
-    trained) rather than a buffer, so that code which finds a model's device from its parameters
-    works unchanged; ``fusecli models`` counts trainable parameters only (0).
+    The Sobel kernels are a (non-persistent) buffer: they move with the model and are no parameter
+    (``fusecli models`` counts 0); callers find the device with :func:`~fusecli.models.device_of`.
     """
 
-    inputs = ("ir", "vis")
-    pad_multiple = 1
-    receptive_radius = None
-    min_size = 4
+    spec = DeRUN.spec
 
     def __init__(self, config: DeRUNADMMConfig | None = None):
         super().__init__()
         self.config = config or DeRUNADMMConfig()
-        self.sobel = nn.Parameter(sobel_kernels(), requires_grad=False)
+        self.register_buffer("sobel", sobel_kernels(), persistent=False)
 
     def _grad(self, x: torch.Tensor) -> torch.Tensor:
         """Circular Sobel responses (B, 2, H, W) of (B, 1, H, W)."""

@@ -55,7 +55,8 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..solvers import SolverInfo, anderson, fixed_point
 from ..tiling import pad_to_multiple
-from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder
+from ._contract import FusionModel, ModelSpec
+from .frufn import FRUFNConfig, _convert_common, check_pair, convert_cell, decoder, encoder, frufn_spec
 from .layers import channels_last
 from .swin_fast import scratch_buffers
 
@@ -132,7 +133,7 @@ class EFRUFNConfig:
                            self.mlp_ratio, self.reference_size, self.impl)
 
 
-class EFRUFN(nn.Module):
+class EFRUFN(FusionModel):
     """EFRUFN fusion network: two encoders, one UF cell solved to its fixed point, a decoder.
 
     ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
@@ -145,13 +146,6 @@ class EFRUFN(nn.Module):
     ``solver_iters``.
     """
 
-    #: roles of the inputs, in order
-    inputs = ("ir", "vis")
-    #: smallest height / width
-    min_size = 2
-    #: Swin windows sit on a fixed grid and the mask generator pools to 1/8: tiling is not exact
-    receptive_radius = None
-
     def __init__(self, config: EFRUFNConfig | None = None):
         super().__init__()
         self.config = config or EFRUFNConfig()
@@ -162,8 +156,12 @@ class EFRUFN(nn.Module):
         self.init_conv = nn.Conv2d(2 * c.channels, c.channels, 3, padding=1, bias=False)
         self.cell = c.frufn().cell()
         self.decoder = decoder(c.channels)
-        self.pad_multiple = c.frufn().pad_multiple
         self.last_solver_info: SolverInfo | None = None
+
+    @property
+    def spec(self) -> ModelSpec:
+        """As FRUFN's (:func:`~fusecli.models.frufn.frufn_spec`)."""
+        return frufn_spec(self.config.frufn().pad_multiple)
 
     def fixed_point_map(self, z: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         """H on the stacked state ``z = cat(F, M)`` (B, C+1, H, W), given the infrared features

@@ -45,6 +45,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..tiling import pad_to_multiple
+from ._contract import FusionModel, ModelSpec
 from .convnext_v2 import ConvNeXtV2Block
 from .layers import channels_last
 from .swin_fast import scratch, scratch_buffers, swin_layer_fast
@@ -296,20 +297,23 @@ def decoder(channels: int) -> nn.Sequential:
     return nn.Sequential(ResBlock(channels), nn.Conv2d(channels, 1, 3, padding=1, bias=False))
 
 
-class FRUFN(nn.Module):
+def frufn_spec(pad_multiple: int) -> ModelSpec:
+    """The contract of FRUFN and EFRUFN: an infrared-visible pair of luminance images, padded to
+    ``pad_multiple`` (the config's: the mask generator's 1/8 pooling and the Swin windows; ``forward``
+    pads too, so any size works); smallest side 2 (smaller images are padded anyway; 2 keeps the
+    reflect padding sane); Swin windows sit on a fixed grid and the mask generator pools to 1/8:
+    no finite receptive radius, tiling is not exact."""
+    return ModelSpec(inputs=("ir", "vis"), min_inputs=2, max_inputs=2, colour="luma", pad_multiple=pad_multiple,
+                     min_size=2, receptive_radius=None, tileable=True)
+
+
+class FRUFN(FusionModel):
     """FRUFN fusion network: two encoders, ``cells`` UF cells with their own weights, a decoder.
 
     ``forward(ir, vis)`` takes two (B, 1, H, W) float32 tensors in [0, 1] (infrared, visible
     luminance), any H, W >= 1, and returns the fused (B, 1, H, W) image (unclamped: inference
     clamps to [0, 1]). ``forward_with_mask`` also returns the last cell's mask.
     """
-
-    #: roles of the inputs, in order
-    inputs = ("ir", "vis")
-    #: smallest height / width (smaller images are replicate-padded to 8 anyway; 2 keeps reflect sane)
-    min_size = 2
-    #: Swin windows sit on a fixed grid and the mask generator pools to 1/8: tiling is not exact
-    receptive_radius = None
 
     def __init__(self, config: FRUFNConfig | None = None):
         super().__init__()
@@ -319,8 +323,11 @@ class FRUFN(nn.Module):
         self.enc_ir = encoder(c.channels)
         self.cells = nn.ModuleList(c.cell() for _ in range(c.cells))
         self.decoder = decoder(c.channels)
-        #: inputs are padded to this multiple (inside ``forward`` too, so any size works)
-        self.pad_multiple = c.pad_multiple
+
+    @property
+    def spec(self) -> ModelSpec:
+        """See :func:`frufn_spec`."""
+        return frufn_spec(self.config.pad_multiple)
 
     def forward_with_mask(self, ir: torch.Tensor, vis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused image and the last mask M(N+1), both (B, 1, H, W); see the class docstring."""
