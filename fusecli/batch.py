@@ -39,7 +39,7 @@ from .errors import ConfigError, DeviceError, FusecliError, ShapeError
 from .inference import check_tiling, fuse_images, prepare_16bit, resolve_device, resolve_precision
 from .io import IMAGE_EXTENSIONS, read_image, write_image
 from .locking import releases_output_locks
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, device_of, spec_of
 from .pairs import Pair, PairScan, ambiguity, format_shard, parse_shard, scan_pairs, shard_of
 from .runs import build_models, claim_output, resample, resize_index, stretch_note, stretch_record, write_json
 
@@ -205,14 +205,14 @@ def run_batch(
                                devices=devices)
     precision = str(precision).strip().lower()
     for m in models:
-        resolve_precision(precision, next(m.parameters()).device)
+        resolve_precision(precision, device_of(m))
     out_dir = claim_output(output, dataset, scan.roles, shard=shard_spec)  # one run per folder (shard) from here on
     records, todo = _plan(scan, dataset, out_dir, ext, shard_spec, overwrite)
     options = {"ext": ext[1:], "gray": gray, "bit_depth": bit_depth, "tile": tile, "overlap": overlap,
                "fusion": fusion, "resize_to": None if resize is None else scan.roles[resize],
                "stretch_16bit": stretch_record(stretch_16bit), "precision": precision,
                "batch_size": batch_size, "workers": workers, "overwrite": overwrite,
-               "devices": [str(next(m.parameters()).device) for m in models]}
+               "devices": [str(device_of(m)) for m in models]}
     header = {"format": MANIFEST_FORMAT, "fusecli_version": __version__, **identity, "options": options,
               "dataset": str(dataset.resolve()), "roles": list(scan.roles), "shard": format_shard(shard_spec)}
     manifest = _Manifest(out_dir / manifest_name(shard_spec), header, records, overwrite=overwrite, start=start)
@@ -224,7 +224,7 @@ def run_batch(
         progress(0, len(todo), None)
     completed = False
     try:
-        _Pipeline(models, todo, scan.roles, resize, getattr(models[0], "min_size", 1), gray, tile, overlap,
+        _Pipeline(models, todo, scan.roles, resize, spec_of(models[0]).min_size, gray, tile, overlap,
                   bit_depth, batch_size, workers, progress, len(todo), lambda: manifest.write(finished=False),
                   read_options={"max_pixels": max_pixels, "stretch_16bit": stretch_16bit}, precision=precision).run()
         completed = True
@@ -512,7 +512,7 @@ def _fuse_group(model: nn.Module, items: list[_Loaded], gray: bool, tile: int, o
             except FusecliError as exc:
                 results.append((it, None, exc))
     share = (time.perf_counter() - start) / len(items)
-    device = str(next(model.parameters()).device)
+    device = str(device_of(model))
     for it, _, _ in results:
         it.record.fuse_s, it.record.device = share, device
     return results

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ImageReadError, ImageWriteError, ShapeError
-from .inference import _colour_mode, check_source_count, check_tiling, fuse_images, prepare_16bit, resolve_precision
+from .inference import check_source_count, check_tiling, fuse_images, prepare_16bit, resolve_precision
 from .io import IMAGE_EXTENSIONS, MAX_PIXELS, _same_file, read_image, write_image
+from .models import device_of, spec_of
 from .runs import resample, resize_index
 
 __all__ = ["VIDEO_EXTENSIONS", "WRITE_CODECS", "DEFAULT_FPS", "StreamInfo", "VideoResult", "is_video_path",
@@ -475,12 +476,12 @@ def fuse_videos(
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise ConfigError(f"--fps must be a positive number, got {fps}")
     check_tiling(tile, overlap)
-    resolve_precision(precision, next(model.parameters()).device)
-    if _colour_mode(model) == "cube":
+    resolve_precision(precision, device_of(model))
+    spec = spec_of(model)
+    if spec.colour == "cube":
         raise ConfigError("this model super-resolves a spectral cube; it does not fuse videos")
     check_source_count(model, 2)
-    roles = tuple(getattr(model, "inputs", ())) or ("ir", "vis")
-    resize = resize_index(resize_to, roles)
+    resize = resize_index(resize_to, spec.inputs)
     sources, output = [Path(ir), Path(vis)], Path(output)
     _check_output(output, sources)
     readers = [open_stream(p, max_pixels=max_pixels, stretch_16bit=stretch_16bit) for p in sources]
