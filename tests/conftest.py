@@ -40,6 +40,14 @@ def official_auif():
     return create_model("auif", checkpoint=_need(OFFICIAL_AUIF))
 
 
+@pytest.fixture(scope="session")
+def shipped_auif():
+    """AUIF with its shipped weights (weights/auif.roadscene): the model of tests that need trained
+    weights but not the official ones, so they run without ../shared."""
+    from fusecli import create_model
+    return create_model("auif")
+
+
 @pytest.fixture
 def official_csc_ivf_dir() -> Path:
     return _need(OFFICIAL_CSC_IVF)

@@ -116,11 +116,11 @@ def test_odd_sizes_give_full_size_outputs_in_range(name, size):
 @pytest.mark.parametrize("name", NAMES)
 def test_too_small_input_is_refused(name):
     model = _default(name)
-    small = spec_of(model).min_size - 1
-    with pytest.raises(ShapeError, match="at least"):
-        _fuse(model, _sources(model, small, 24))
-    with pytest.raises(ShapeError, match="at least"):
-        _fuse(model, _sources(model, 24, small))
+    least = spec_of(model).min_size
+    with pytest.raises(ShapeError, match=f"at least {least}x{least}"):
+        _fuse(model, _sources(model, least - 1, 24))
+    with pytest.raises(ShapeError, match=f"at least {least}x{least}"):
+        _fuse(model, _sources(model, 24, least - 1))
 
 
 @pytest.mark.parametrize("name", NAMES)
