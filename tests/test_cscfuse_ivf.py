@@ -116,8 +116,8 @@ def test_autoencoder_reconstructs_tno(official_csc_ivf, tno_dir, name):
 
 
 @pytest.mark.parametrize("fusion", ["saliency", "l1", "average", "add"])
-def test_every_fusion_rule_fuses_odd_sizes(official_csc_ivf_dir, fusion):
-    model = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir, fusion=fusion)
+def test_every_fusion_rule_fuses_odd_sizes(fusion):
+    model = create_model("cscfuse-ivf", fusion=fusion)  # the shipped weights
     g = torch.Generator().manual_seed(1)
     ir, vis = torch.rand(1, 1, 37, 53, generator=g), torch.rand(1, 1, 37, 53, generator=g)
     out = fuse_tensors(model, [ir, vis])
@@ -196,14 +196,14 @@ def test_l1_attention_guards_zero_activity():
     assert fused[..., 0, 0].eq(1).all()  # where only b is active, b wins
 
 
-def test_constant_images_give_finite_output(official_csc_ivf):
+def test_constant_images_give_finite_output():
     ir, vis = torch.full((1, 1, 24, 30), 0.5), torch.zeros(1, 1, 24, 30)
-    out = fuse_tensors(official_csc_ivf, [ir, vis])
+    out = fuse_tensors(create_model("cscfuse-ivf"), [ir, vis])
     assert torch.isfinite(out).all()
 
 
-def test_tiled_equals_untiled_for_local_rules(official_csc_ivf_dir):
-    model = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir, fusion="l1")
+def test_tiled_equals_untiled_for_local_rules():
+    model = create_model("cscfuse-ivf", fusion="l1")  # the shipped weights
     assert model.receptive_radius == 24
     g = torch.Generator().manual_seed(2)
     ir, vis = torch.rand(1, 1, 61, 75, generator=g), torch.rand(1, 1, 61, 75, generator=g)
@@ -211,12 +211,15 @@ def test_tiled_equals_untiled_for_local_rules(official_csc_ivf_dir):
     tiles = fuse_tensors(model, [ir, vis], tile=32, overlap=0)
     assert (whole - tiles).abs().max() < 1 / 255
     # the saliency rule is global: no finite radius (tiling falls back to `overlap` pixels of context)
-    assert create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir).receptive_radius is None
+    assert create_model("cscfuse-ivf").receptive_radius is None
 
 
-def test_wrong_checkpoint_is_refused(official_auif_dir, tmp_path):
+def test_wrong_checkpoint_is_refused(shipped_auif, tmp_path):
+    # AUIF's base encoder in the official AUIF layout (TCSVT_Encoder_Base.model: conv1.*)
+    torch.save({"conv1." + k[5:]: v for k, v in shipped_auif.state_dict().items() if k.startswith("base.")},
+               tmp_path / "TCSVT_Encoder_Base.model")
     with pytest.raises(CheckpointError, match="not a CSC-IVF key"):
-        create_model("cscfuse-ivf", checkpoint=official_auif_dir)
+        create_model("cscfuse-ivf", checkpoint=tmp_path / "TCSVT_Encoder_Base.model")
     torch.save({"decode_last.1.weight": torch.zeros(32, 64, 3, 3)}, tmp_path / "dec.pth")
     with pytest.raises(CheckpointError, match="missing"):
         create_model("cscfuse-ivf", checkpoint=tmp_path / "dec.pth")
