@@ -18,6 +18,7 @@ from fusecli.errors import CheckpointError, ConfigError, ShapeError
 from fusecli.inference import fuse_images, stretch
 from fusecli.io import read_image, write_image
 from fusecli.models.cscfuse_mef import CSCMEF, CSCMEFConfig, convert_official, fuse_chroma
+from fusecli.models._weights import weights_dir
 from fusecli.models.layers import DCU
 from fusecli.train.splits import MEFB_SCENES, mefb_split
 
@@ -28,6 +29,12 @@ def _exposures(k: int, h: int = 24, w: int = 31, seed: int = 0) -> list[torch.Te
     scene = torch.rand(1, 3, h, w, generator=g)
     gains = torch.linspace(0.3, 2.5, k)
     return [(scene * gain).clamp(0, 1) for gain in gains]
+
+
+@pytest.fixture(scope="module")
+def csc_mef() -> CSCMEF:
+    """CSC-MEF with its shipped weights (weights/cscfuse-mef.mefb; the official architecture)."""
+    return create_model("cscfuse-mef")
 
 
 def _official_forward(model: CSCMEF, exposures: list[torch.Tensor]) -> torch.Tensor:
@@ -75,20 +82,20 @@ def test_official_checkpoint_loads_strict(official_cscfuse_dir):
     assert convert_official(model.state_dict()).keys() == model.state_dict().keys()
 
 
-def test_network_equals_the_official_forward(official_csc_mef):
+def test_network_equals_the_official_forward(csc_mef):
     exposures = _exposures(3, seed=1)
     with torch.no_grad():
-        ours = official_csc_mef.blend(*exposures).clamp(0, 1)
-        ref = _official_forward(official_csc_mef, exposures)
+        ours = csc_mef.blend(*exposures).clamp(0, 1)
+        ref = _official_forward(csc_mef, exposures)
     assert (ours - ref).abs().max() < 1e-4  # BT.601 chroma constants rounded differently: ~1e-6
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_k_exposures(official_csc_mef, k):
+def test_k_exposures(csc_mef, k):
     exposures = _exposures(k, seed=k)
     with torch.no_grad():
-        w = official_csc_mef.weight_maps(*exposures)
-        out = official_csc_mef(*exposures)
+        w = csc_mef.weight_maps(*exposures)
+        out = csc_mef(*exposures)
     assert w.shape == (1, k, 24, 31)
     assert torch.allclose(w.sum(1), torch.ones(()), atol=1e-5) and (w >= 0).all()
     assert out.shape == (1, 3, 24, 31) and out.min() >= 0 and out.max() <= 1
@@ -96,15 +103,15 @@ def test_k_exposures(official_csc_mef, k):
     assert out.min() == 0 and out.max() == 1
     # the order of the exposures does not matter
     with torch.no_grad():
-        shuffled = official_csc_mef(*exposures[::-1])
+        shuffled = csc_mef(*exposures[::-1])
     assert (shuffled - out).abs().max() < 1e-5
 
 
-def test_batch_of_scenes_equals_one_by_one(official_csc_mef):
+def test_batch_of_scenes_equals_one_by_one(csc_mef):
     a, b = _exposures(2, seed=5), _exposures(2, seed=6)
     with torch.no_grad():
-        both = official_csc_mef.blend(*(torch.cat([x, y]) for x, y in zip(a, b)))
-        assert (both[1:] - official_csc_mef.blend(*b)).abs().max() < 1e-5
+        both = csc_mef.blend(*(torch.cat([x, y]) for x, y in zip(a, b)))
+        assert (both[1:] - csc_mef.blend(*b)).abs().max() < 1e-5
 
 
 def test_chroma_rule_weights_and_grey_inputs():
@@ -121,9 +128,9 @@ def test_chroma_rule_weights_and_grey_inputs():
     assert (out[:, 0] - out[:, 1]).abs().max() < 1e-5 and (out[:, 1] - out[:, 2]).abs().max() < 1e-5
 
 
-def test_constant_exposures_give_finite_output(official_csc_mef):
+def test_constant_exposures_give_finite_output(csc_mef):
     with torch.no_grad():
-        out = official_csc_mef(torch.zeros(1, 3, 10, 12), torch.ones(1, 3, 10, 12))
+        out = csc_mef(torch.zeros(1, 3, 10, 12), torch.ones(1, 3, 10, 12))
     assert torch.isfinite(out).all()  # a constant image: the stretch leaves it as it is
 
 
@@ -148,47 +155,45 @@ def test_stretch_handles_large_images_and_matches_quantile():
     assert out.shape == big.shape and out.min() == 0 and out.max() == 1
 
 
-def test_fuse_images_colour_path_and_gray_option(official_csc_mef):
+def test_fuse_images_colour_path_and_gray_option(csc_mef):
     under, over = _exposures(2, seed=3)
-    fused = fuse_images(official_csc_mef, [under, over])
+    fused = fuse_images(csc_mef, [under, over])
     assert fused.shape == (1, 3, 24, 31)
     with torch.no_grad():
-        assert torch.equal(fused, official_csc_mef(under, over))  # the model's own colour, untouched
-    gray = fuse_images(official_csc_mef, [under, over], gray=True)
+        assert torch.equal(fused, csc_mef(under, over))  # the model's own colour, untouched
+    gray = fuse_images(csc_mef, [under, over], gray=True)
     assert gray.shape == (1, 1, 24, 31)
     # gray sources are repeated to RGB
-    assert fuse_images(official_csc_mef, [under[:, :1], over[:, :1]]).shape == (1, 3, 24, 31)
+    assert fuse_images(csc_mef, [under[:, :1], over[:, :1]]).shape == (1, 3, 24, 31)
 
 
-def test_errors(official_csc_mef, official_cscfuse_dir):
+def test_errors(csc_mef):
     with pytest.raises(ShapeError, match="2 or more"):
-        fuse_images(official_csc_mef, [_exposures(2)[0]])
+        fuse_images(csc_mef, [_exposures(2)[0]])
     with pytest.raises(ShapeError, match="differ"):
-        official_csc_mef(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+        csc_mef(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
     with pytest.raises(ConfigError, match="tiles"):
-        fuse_images(official_csc_mef, _exposures(2, 40, 40), tile=16, overlap=4)
+        fuse_images(csc_mef, _exposures(2, 40, 40), tile=16, overlap=4)
     with pytest.raises(ConfigError, match="blocks"):
         CSCMEFConfig(blocks=2)
     with pytest.raises(CheckpointError, match="not a CSC-MEF key"):
-        create_model("cscfuse-mef", checkpoint=official_cscfuse_dir / "CSC-IVF")
+        create_model("cscfuse-mef", checkpoint=weights_dir() / "cscfuse-ivf.roadscene.safetensors")
     with pytest.raises(CheckpointError, match="no default weights"):
         create_model("cscfuse-msf")  # (cscfuse-mef ships cscfuse-mef.mefb)
 
 
-def test_cli_fuses_k_files_and_refuses_k_for_pair_models(official_cscfuse_dir, tmp_path):
+def test_cli_fuses_k_files_and_refuses_k_for_pair_models(tmp_path):
     paths = []
     for i, x in enumerate(_exposures(3, 30, 36, seed=7)):
         paths.append(tmp_path / f"e{i}.png")
         write_image(paths[-1], x)
     runner = CliRunner()
     out = tmp_path / "fused.png"
-    result = runner.invoke(app, ["fuse", "-m", "cscfuse-mef", "-c", str(official_cscfuse_dir / "CSC-MEF"),
-                                 *map(str, paths), "-o", str(out)])
+    result = runner.invoke(app, ["fuse", "-m", "cscfuse-mef", *map(str, paths), "-o", str(out)])
     assert result.exit_code == 0, result.output
     image, info = read_image(out)
     assert info.channels == 3 and (info.width, info.height) == (36, 30)
-    result = runner.invoke(app, ["fuse", "-m", "cscfuse-ivf", "-c", str(official_cscfuse_dir / "CSC-IVF"),
-                                 *map(str, paths), "-o", str(tmp_path / "x.png")])
+    result = runner.invoke(app, ["fuse", "-m", "cscfuse-ivf", *map(str, paths), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "fuses 2 images" in result.output
     assert not (tmp_path / "x.png").exists()
 
