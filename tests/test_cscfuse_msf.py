@@ -1,7 +1,7 @@
 """CSC-MSF (cscfuse-msf): strict loading, the fast guided filter against the official box-filter
-formulation, cube I/O round trips (.npy, multi-page TIFF, folder of band PNGs), super-resolution of cubes synthesised from RGB images
-with a smooth spectral basis, the CLI, and the errors. Shapes (non-square included: the official
-square-only bug is fixed) are test_models_registry's."""
+formulation, cube I/O round trips (.npy, multi-page TIFF, folder of band PNGs), super-resolution of
+cubes synthesised from RGB images with a smooth spectral basis, the CLI, and the errors. Shapes
+(non-square included: the official square-only bug is fixed) are test_models_registry's."""
 
 from __future__ import annotations
 
