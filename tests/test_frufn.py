@@ -279,9 +279,11 @@ def test_official_efrufn_map_is_contractive_with_injection(official_efrufn_file,
     assert (outs["inject", 5] - torch.maximum(ir, vis)).abs().mean() < 0.06
 
 
-def test_frufn_rejects_efrufn_checkpoint(official_efrufn_file):
+def test_frufn_rejects_efrufn_checkpoint():
+    from fusecli.models._weights import weights_dir
+
     with pytest.raises(CheckpointError, match="efrufn"):
-        create_model("frufn", checkpoint=official_efrufn_file)
+        create_model("frufn", checkpoint=weights_dir() / "efrufn.ivf.safetensors")
 
 
 def _odd_colour_pair(tmp_path):
@@ -295,11 +297,11 @@ def _odd_colour_pair(tmp_path):
     return tmp_path / "ir.png", tmp_path / "vis.png"
 
 
-def test_cli_fuses_odd_colour_pair_with_official_efrufn(official_efrufn_file, tmp_path):
+def test_cli_fuses_odd_colour_pair_with_shipped_efrufn(tmp_path):
     ir, vis = _odd_colour_pair(tmp_path)
     out = tmp_path / "fused.png"
     result = CliRunner().invoke(app, ["fuse", str(ir), str(vis), "-o", str(out), "--model", "efrufn",
-                                      "--checkpoint", str(official_efrufn_file), "--device", "cpu"])
+                                      "--device", "cpu"])
     assert result.exit_code == 0, result.output
     fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
     assert fused.shape == (29, 37, 3)
@@ -308,18 +310,6 @@ def test_cli_fuses_odd_colour_pair_with_official_efrufn(official_efrufn_file, tm
     yy, xx = np.mgrid[0:29, 0:37]
     disc = (xx - 18) ** 2 + (yy - 14) ** 2 < 40
     assert gray[disc].mean() > gray[~disc].mean() + 20
-
-
-def test_cli_fuses_odd_colour_pair_with_frufn_checkpoint(tmp_path):
-    ir, vis = _odd_colour_pair(tmp_path)
-    torch.manual_seed(0)
-    ckpt = tmp_path / "frufn.pt"
-    torch.save(FRUFN().state_dict(), ckpt)
-    out = tmp_path / "fused.png"
-    result = CliRunner().invoke(app, ["fuse", str(ir), str(vis), "-o", str(out), "--model", "frufn",
-                                      "--checkpoint", str(ckpt), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (29, 37, 3)
 
 
 @pytest.mark.parametrize("name, want", [
