@@ -207,9 +207,10 @@ def test_untrained_derun_is_the_classical_solver():
     assert _untrained_vs_admm(*_luminance_pair(SAMPLES / "ir.png", SAMPLES / "vis_color.png")) <= 1.0
 
 
-@pytest.mark.parametrize("pair", ["01", "14"])
-def test_untrained_derun_is_the_classical_solver_on_tno(pair, tno_dir):
-    assert _untrained_vs_admm(*_luminance_pair(tno_dir / "ir" / f"{pair}.png", tno_dir / "vis" / f"{pair}.png")) <= 1.0
+def test_untrained_derun_is_the_classical_solver_on_tno(tno_dir):
+    for pair in ("01", "14"):  # one test: one skip without ../shared
+        assert _untrained_vs_admm(*_luminance_pair(tno_dir / "ir" / f"{pair}.png",
+                                                   tno_dir / "vis" / f"{pair}.png")) <= 1.0, pair
 
 
 def test_random_initialisation_stays_selectable():
