@@ -352,20 +352,6 @@ def _odd_colour_pair(tmp_path):
     return tmp_path / "ir.png", tmp_path / "vis.png", vis
 
 
-def test_cli_fuses_odd_colour_with_derun_admm(tmp_path):
-    ir, vis, vis_img = _odd_colour_pair(tmp_path)
-    out = tmp_path / "fused.png"
-    result = runner.invoke(app, ["fuse", str(ir), str(vis), "-o", str(out), "--model", "derun-admm",
-                                 "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    fused = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
-    assert fused.shape == (37, 53, 3)
-    # colour from the visible image: the chroma planes match it
-    cr_in = cv2.cvtColor(vis_img, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int)
-    cr_out = cv2.cvtColor(fused, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int)
-    assert np.abs(cr_in - cr_out).mean() < 3
-
-
 def test_cli_fuses_odd_colour_with_derun_checkpoint(tmp_path):
     from safetensors.torch import save_file
 

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from fusecli import create_model, fuse_images, read_image
 from fusecli.cli import app
-from fusecli.color import rgb_to_ycbcr
 from fusecli.errors import CheckpointError
 from fusecli.models.auif_fusion import AUIFFusion, AUIFFusionConfig, transfer_detail, warm_start_from_auif
 from fusecli.models.classical import _BINOMIAL, _blur, _expand, _reduce, collapse_pyramid, laplacian_pyramid, usable_levels
@@ -73,27 +72,6 @@ def test_laplacian_fusion_keeps_the_stronger_detail_of_each_source():
     avg = create_model("average")(textured, flat)[inner]
     assert (lap - 0.5).abs().mean() > 0.8 * 0.3
     assert (avg - 0.5).abs().mean() == pytest.approx(0.15, abs=1e-3)
-
-
-def test_classical_models_refuse_a_checkpoint(tmp_path):
-    from safetensors.torch import save_file
-    save_file({"kernel": torch.zeros(5)}, str(tmp_path / "w.safetensors"))
-    for name in ("average", "max", "laplacian"):
-        with pytest.raises(CheckpointError, match="no weights"):
-            create_model(name, checkpoint=tmp_path / "w.safetensors")
-
-
-def test_laplacian_from_the_cli_keeps_the_visible_colour(tmp_path):
-    out = tmp_path / "f.png"
-    result = CliRunner().invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis_color.png"),
-                                      "-m", "laplacian", "-o", str(out), "-d", "cpu"])
-    assert result.exit_code == 0, result.output
-    fused, _ = read_image(out)
-    vis, _ = read_image(SAMPLES / "vis_color.png")
-    assert fused.shape == vis.shape
-    inside = ((fused > 0.02) & (fused < 0.98)).all(1)[0]
-    chroma_err = (rgb_to_ycbcr(fused)[0, 1:] - rgb_to_ycbcr(vis)[0, 1:])[:, inside].abs()
-    assert chroma_err.mean() < 2 / 255
 
 
 # --- auif-fusion ----------------------------------------------------------------------------------
