@@ -123,10 +123,7 @@ def test_training_mode_keeps_batchnorm_statistics():
     before = bns[0].running_mean.clone()
     model(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)).mean().backward()
     assert torch.equal(bns[0].running_mean, before)
-    # every trainable parameter of the default model gets a gradient (no unused decoder)
-    default = AUIFFusion().train()
-    default(torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)).mean().backward()
-    assert all(p.grad is not None for p in default.parameters() if p.requires_grad)
+    # that every trainable parameter of the default model gets a gradient: test_models_registry
 
 
 def test_auif_fusion_tiles_exactly_within_its_receptive_radius():
