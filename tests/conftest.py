@@ -18,6 +18,16 @@ TNO = SHARED / "datasets" / "tno"
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    many small ops run fastest on one, and it avoids OpenMP spin-waiting on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not here (../shared is absent in this checkout)")

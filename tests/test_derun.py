@@ -35,14 +35,7 @@ from .conftest import SAMPLES
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """DeRUN's tensors in these tests are tiny: one thread avoids the synchronisation overhead
-    that dominates on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors
 
 
 def _pair(h: int, w: int, seed: int = 0, batch: int = 1, dtype=torch.float32):

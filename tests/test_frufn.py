@@ -27,13 +27,7 @@ from fusecli.models.swin_v2 import shifted_window_mask
 TINY = dict(channels=8, heads=2, depth=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small ops: one thread is fastest, and it avoids OpenMP spin-waiting on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors
 
 
 def _tiny_frufn(cells: int = 2) -> FRUFN:
