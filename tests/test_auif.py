@@ -72,6 +72,7 @@ def test_laplacian_matches_dense_kernel():
     assert torch.allclose(normalized_laplacian(x, 19), dense, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_fast_path_matches_the_direct_operator_in_8_bits(shipped_auif):
     """Composed vs direct (the authors' two-convolution) operator on the samples, after the authors'
     round-to-uint8: at most 1 grey level apart, >= 99.9 % of pixels identical."""

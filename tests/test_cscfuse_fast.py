@@ -125,6 +125,7 @@ def test_run_parallel_keeps_order_threads_and_inference_mode():
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.slow
 def test_samples_fuse_the_same_in_8_bits():
     ir, _ = read_image(SAMPLES / "ir.png")
     vis, _ = read_image(SAMPLES / "vis.png")

@@ -240,6 +240,7 @@ def test_depth_maps_by_stem(tmp_path):
 
 # --- severity is monotone on TNO -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_severity_is_monotone_on_tno(tno_dir):
     """On the 42 TNO visible images (reduced to a third, for speed), SSIM(degraded, clean) falls
     strictly from level 1 to 5 for every kind, image by image (and so on average)."""

@@ -200,6 +200,7 @@ def test_untrained_derun_is_the_classical_solver():
     assert _untrained_vs_admm(*_luminance_pair(SAMPLES / "ir.png", SAMPLES / "vis_color.png")) <= 1.0
 
 
+@pytest.mark.slow
 def test_untrained_derun_is_the_classical_solver_on_tno(tno_dir):
     for pair in ("01", "14"):  # one test: one skip without ../shared
         assert _untrained_vs_admm(*_luminance_pair(tno_dir / "ir" / f"{pair}.png",

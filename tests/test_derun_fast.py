@@ -78,6 +78,7 @@ def test_fast_model_equals_reference_in_float64(config):
         assert torch.allclose(fast(u, v), ref(u, v), atol=1e-10)
 
 
+@pytest.mark.slow
 def test_band_parallel_inference_equals_the_whole_image_chains():
     fast, ref = _models(torch.float32)
     u, v = _pair(70, 90, dtype=torch.float32)
@@ -98,6 +99,7 @@ def test_band_parallel_inference_equals_the_whole_image_chains():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_gradients_equal_the_reference():
     fast, ref = _models()
     loss = RECIPES["derun"].loss

@@ -215,6 +215,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc to sample the RSS")
 def test_peak_memory_of_a_training_step_is_flat_in_iterations():
     """Peak RSS increase of a training step (sampled from /proc in a fresh process each, with
@@ -306,6 +307,7 @@ def test_cli_fuses_odd_colour_pair_with_shipped_efrufn(tmp_path):
     assert gray[disc].mean() > gray[~disc].mean() + 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, want", [
     ("efrufn", {"EN": 6.7358, "SCD": 1.5185, "VIF": 0.8529}),
     ("frufn", {"EN": 6.3735, "SCD": 1.4308, "VIF": 0.8596}),

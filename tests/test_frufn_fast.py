@@ -160,6 +160,7 @@ def _fast_equals_reference(model: str, ir: torch.Tensor, vis: torch.Tensor, **kw
     assert iters[0] == iters[1]  # the solver takes the same number of steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["frufn", "efrufn"])
 def test_shipped_weights_fast_equals_reference_on_samples(model):
     """The shipped default weights (frufn.ivf / efrufn.ivf) on the bundled 320x240 colour pair (the
@@ -168,6 +169,7 @@ def test_shipped_weights_fast_equals_reference_on_samples(model):
     _fast_equals_reference(model, ir, vis)
 
 
+@pytest.mark.slow
 def test_tno_pair_fast_equals_reference_with_official_efrufn(official_efrufn_file, tno_dir):
     """TNO pair 10 (640x480, the issue's benchmark size, cropped to 320x240 to keep the test short)
     with the official EFRUFN checkpoint (FRUFN's are not public: its shipped weights are checked on

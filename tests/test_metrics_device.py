@@ -32,6 +32,7 @@ def _dataset(tmp_path):
     return tmp_path / "data", tmp_path / "fused"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device, message", [
     ("banana", "unknown device 'banana'"),
     pytest.param("cuda", "no CUDA GPU", marks=NO_GPU),

@@ -21,6 +21,7 @@ def _encoded(ext: str) -> bytes:
     return encoded.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ext, cut", [
     (".png", 0.5),   # libpng: "PNG input buffer is incomplete"
     (".png", 40),    # IHDR intact, next chunk cut: OpenCV "[ WARN ... ] PNG input buffer is incomplete"

@@ -264,6 +264,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_the_bomb_is_refused_fast_in_little_memory(bomb_site, command):
     (bomb_site / "out").mkdir()

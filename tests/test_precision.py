@@ -107,7 +107,7 @@ def test_fuse_files_bf16_differs_from_fp32_by_rounding_only(tmp_path):
     assert 0 < np.abs(fa - fb).max() <= 10 and np.abs(fa - fb).mean() < 1.5
 
 
-@pytest.mark.parametrize("name", ["frufn", "cscfuse-ivf"])
+@pytest.mark.parametrize("name", [pytest.param("frufn", marks=pytest.mark.slow), "cscfuse-ivf"])
 def test_bf16_reaches_the_worker_threads_of_the_fast_paths(name):
     """With two threads the fast paths run chunks / bands on worker threads; autocast is
     thread-local, so they must get it from the caller (a bf16 tensor met a float32 one before)."""

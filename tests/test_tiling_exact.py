@@ -40,6 +40,7 @@ def test_tiled_auif_is_bit_identical_on_the_samples(auif, tile, overlap):
     _assert_same_bytes(fuse_tensors(auif, [ir, vis]), fuse_tensors(auif, [ir, vis], tile=tile, overlap=overlap))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["sum", "l1", "average"])
 def test_tiled_auif_is_bit_identical_on_a_full_size_tno_pair(fusion):
     """576×768 (TNO 01): 256-pixel tiles cut it at non-multiples of the SIMD width and of the tile."""
@@ -48,6 +49,7 @@ def test_tiled_auif_is_bit_identical_on_a_full_size_tno_pair(fusion):
     _assert_same_bytes(fuse_tensors(model, [ir, vis]), fuse_tensors(model, [ir, vis], tile=256))
 
 
+@pytest.mark.slow
 def test_tiled_auif_is_bit_identical_with_two_threads(auif):
     """Two threads split the element-wise loops into chunks, each with its own scalar tail."""
     ir, vis = _gray(SAMPLES / "ir.png")[..., :100, :130], _gray(SAMPLES / "vis.png")[..., :100, :130]

@@ -164,6 +164,7 @@ def test_stage_lists_and_errors(tmp_path):
         train_stages(StagedTrainConfig(model="frufn", out=str(tmp_path), stages=("mfif",)))
 
 
+@pytest.mark.slow
 def test_cli_trains_a_stage(tmp_path):
     data = _data(tmp_path / "data")
     out = tmp_path / "cli"

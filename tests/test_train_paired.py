@@ -253,6 +253,7 @@ def test_cli_trains_derun_on_pairs(tmp_path, one_thread):
     assert card["training"]["datasets"][0]["part"] == "all" and card["training"]["pairs"] == 2
 
 
+@pytest.mark.slow
 def test_cli_output_quiet_and_the_deprecated_out(tmp_path, one_thread):
     """-o/--output names the run folder; -q prints nothing on success; --out still works for one release,
     with one deprecation line on stderr."""

@@ -52,6 +52,7 @@ def test_the_crafted_states_do_run_code_when_unpickled_unsafely(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zip", "legacy"])
 def test_train_resume_refuses_a_crafted_last_pt_without_running_it(tmp_path, kind):
     marker = tmp_path / "ran"
