@@ -13,7 +13,7 @@ from fusecli.errors import ConfigError, ShapeError
 from fusecli.metrics import evaluate_arrays, get_metric
 from fusecli.metrics.fmi import dct2, fmi_core, matlab_edge_sobel, matlab_gradient_x
 
-from .conftest import fusion_triplet
+from .conftest import SAMPLES, fusion_triplet
 
 ndimage = pytest.importorskip("scipy.ndimage")
 scipy_fft = pytest.importorskip("scipy.fft")
@@ -145,11 +145,11 @@ def test_matches_loop_transcription(feature, seed):
     assert got == pytest.approx(fmi_ref(a, b, f, feature), abs=1e-12)
 
 
-def test_matches_loop_transcription_on_a_real_crop(tno_dir):
+def test_matches_loop_transcription_on_an_image_crop():
     from fusecli.metrics.report import load_gray
 
-    a = load_gray(tno_dir / "ir" / "01.png").astype(float)[200:216, 300:318]
-    b = load_gray(tno_dir / "vis" / "01.png").astype(float)[200:216, 300:318]
+    a = load_gray(SAMPLES / "ir.png").astype(float)[200:216, 300:318]
+    b = load_gray(SAMPLES / "vis.png").astype(float)[200:216, 300:318]
     f = np.round((a + b) / 2)
     for feature in ("none", "edge", "dct", "gradient"):
         assert float(fmi_core(f, [a, b], feature)[0]) == pytest.approx(fmi_ref(a, b, f, feature), abs=1e-12)

@@ -14,7 +14,7 @@ from fusecli.metrics import evaluate_arrays, get_metric
 from fusecli.metrics._checks import MetricWarning
 from fusecli.metrics.q_p import phase_congruency, q_p
 
-from .conftest import fusion_triplet
+from .conftest import SAMPLES, fusion_triplet
 
 signal = pytest.importorskip("scipy.signal")
 
@@ -160,11 +160,11 @@ def test_qp_matches_transcription(seed):
     assert float(q_p(f, [a, b])[0]) == pytest.approx(np_qp(a, b, f), rel=1e-9)
 
 
-def test_qp_on_a_real_crop(tno_dir):
+def test_qp_on_an_image_crop():
     from fusecli.metrics.report import load_gray
 
-    a = load_gray(tno_dir / "ir" / "01.png").astype(float)[100:164, 200:280]
-    b = load_gray(tno_dir / "vis" / "01.png").astype(float)[100:164, 200:280]
+    a = load_gray(SAMPLES / "ir.png").astype(float)[100:164, 200:280]
+    b = load_gray(SAMPLES / "vis.png").astype(float)[100:164, 200:280]
     f = np.round((a + b) / 2)
     assert float(q_p(f, [a, b])[0]) == pytest.approx(np_qp(a, b, f), rel=1e-9)
 
