@@ -1,4 +1,7 @@
-"""Shared test fixtures: paths to the project's samples and to ../shared (skipped when absent)."""
+"""Shared test fixtures: paths to the project's samples and to ../shared (skipped when absent).
+
+The quick subset: ``pytest -m "not slow"`` (``slow``: a test that takes seconds even on a quiet
+machine, registered in pyproject.toml); the whole suite: ``pytest``."""
 
 from __future__ import annotations
 

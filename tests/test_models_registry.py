@@ -4,9 +4,10 @@ gradients to every trainable parameter, its official converter round-trips its o
 through a checkpoint file, tiled equals untiled where its receptive radius is finite, and
 ``fusecli fuse`` runs it once. A newly registered model is tested by these without a line here.
 
-Every model runs its default config (each fuses a 33x37 pair in well under a second); only
-``cscfuse-msf`` is fused from random weights, as it ships none. Needs neither ../shared nor a GPU.
-The quick subset of the whole suite: ``pytest -m "not slow"``.
+Every model runs its default config from a fixed random initialisation (each fuses a 33x37 pair in
+well under a second, so no test here is slow); the CLI fuse uses the shipped weights (for
+``cscfuse-msf``, which ships none, a checkpoint of the random model). Needs neither ../shared nor a
+GPU. The quick subset of the whole suite: ``pytest -m "not slow"``.
 """
 
 from __future__ import annotations
