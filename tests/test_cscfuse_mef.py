@@ -22,6 +22,8 @@ from fusecli.models._weights import weights_dir
 from fusecli.models.layers import DCU
 from fusecli.train.splits import MEFB_SCENES, mefb_split
 
+from .conftest import SAMPLES
+
 
 def _exposures(k: int, h: int = 24, w: int = 31, seed: int = 0) -> list[torch.Tensor]:
     """K exposures of one random colour scene: gains from dark to bright, clipped."""
@@ -198,28 +200,26 @@ def test_cli_fuses_k_files_and_refuses_k_for_pair_models(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_batch_on_an_under_over_dataset(official_cscfuse_dir, mefb_dir, tmp_path):
+def test_batch_on_an_under_over_dataset(csc_mef, tmp_path):
     from fusecli.batch import run_batch
 
     data = tmp_path / "mef"
     for role in ("under", "over"):
         (data / role).mkdir(parents=True)
-    for stem in ("Chair", "Arno"):
-        for role in ("under", "over"):
-            src = next((mefb_dir / role).glob(f"{stem}.*"))
-            image, _ = read_image(src)
-            write_image(data / role / f"{stem}.png", image[..., :48, :64])
-    result = run_batch(data, tmp_path / "out", "cscfuse-mef", checkpoint=official_cscfuse_dir / "CSC-MEF",
-                       device="cpu", workers=1)
+    scene, _ = read_image(SAMPLES / "vis_color.png")
+    for stem, (y, x) in (("Chair", (0, 0)), ("Arno", (150, 200))):  # two crops, a dark and a bright exposure
+        crop = scene[..., y:y + 48, x:x + 64]
+        write_image(data / "under" / f"{stem}.png", crop * 0.35)
+        write_image(data / "over" / f"{stem}.png", (crop * 2.2).clamp(0, 1))
+    result = run_batch(data, tmp_path / "out", "cscfuse-mef", device="cpu", workers=1)
     assert result.ok and result.roles == ("under", "over") and result.counts["fused"] == 2
     fused, info = read_image(tmp_path / "out" / "Chair.png")
     assert info.channels == 3
     # byte-identical to fuse_images on the same pair (the single code path)
     under, _ = read_image(data / "under" / "Chair.png")
     over, _ = read_image(data / "over" / "Chair.png")
-    model = create_model("cscfuse-mef", checkpoint=official_cscfuse_dir / "CSC-MEF")
     from fusecli.io import quantize
-    assert (quantize(fuse_images(model, [under, over])) == quantize(fused)).all()
+    assert (quantize(fuse_images(csc_mef, [under, over])) == quantize(fused)).all()
     shutil.rmtree(tmp_path / "out")
 
 
