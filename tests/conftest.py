@@ -100,6 +100,13 @@ def official_csc_ivf():
     return create_model("cscfuse-ivf", checkpoint=_need(OFFICIAL_CSC_IVF))
 
 
+def mirrored(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``image`` (B, C, H, W), its mirror image and itself again side by side and one above the other,
+    cut to (B, C, h, w) (h <= 3H, w <= 3W): the samples at a larger size, e.g. TNO's 576x768."""
+    image = torch.cat([image, image.flip(-1), image], -1)
+    return torch.cat([image, image.flip(-2), image], -2)[..., :h, :w].contiguous()
+
+
 def fusion_triplet(h: int = 30, w: int = 34, *, seed: int, fused_noise: float):
     """A synthetic (fused, A, B) triplet of 0-255 gray float arrays for metric tests: A is a
     textured pattern, B a ramp with heavy noise, F their mean plus ``fused_noise``."""

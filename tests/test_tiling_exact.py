@@ -10,7 +10,7 @@ from fusecli import create_model
 from fusecli.inference import fuse_tensors
 from fusecli.tiling import tiled
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, mirrored
 
 
 def _gray(path) -> torch.Tensor:
@@ -19,13 +19,6 @@ def _gray(path) -> torch.Tensor:
         pytest.skip(f"{path} is not here")
     im = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     return torch.from_numpy(im.astype(np.float32) / 255)[None, None]
-
-
-def _mirrored(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``image`` (1, 1, H, W), its mirror image and itself again side by side and one above the other,
-    cut to (1, 1, h, w) (h <= 3H, w <= 3W)."""
-    image = torch.cat([image, image.flip(-1), image], -1)
-    return torch.cat([image, image.flip(-2), image], -2)[..., :h, :w].contiguous()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,7 @@ def test_tiled_auif_is_bit_identical_on_the_samples(auif, tile, overlap):
 def test_tiled_auif_is_bit_identical_on_a_full_size_pair(fusion):
     """576×768 (TNO's size; the samples, mirrored to fill it): 256-pixel tiles cut it at non-multiples
     of the SIMD width and of the tile."""
-    ir, vis = (_mirrored(_gray(SAMPLES / f"{name}.png"), 576, 768) for name in ("ir", "vis"))
+    ir, vis = (mirrored(_gray(SAMPLES / f"{name}.png"), 576, 768) for name in ("ir", "vis"))
     model = create_model("auif") if fusion == "sum" else create_model("auif", fusion=fusion)
     _assert_same_bytes(fuse_tensors(model, [ir, vis]), fuse_tensors(model, [ir, vis], tile=256))
 
