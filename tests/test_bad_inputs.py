@@ -429,6 +429,7 @@ def test_batch_records_a_bad_pair_and_fuses_the_rest(world, name):
 
 # --- what the in-process runner cannot see ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_malicious_checkpoint_is_one_stderr_line_in_a_real_process(world):
     """Python warnings (torch warns about the pickle protocol) reach a real process's stderr."""
     proc = subprocess.run([sys.executable, "-m", "fusecli", "fuse", "a.png", "b.png", "-o", "out.png", "-c",

@@ -243,6 +243,7 @@ def test_bad_pairs_are_reported_and_skipped(tmp_path, ckpt):
     assert cv2.imread(str(tmp_path / "out2" / "p004.png")).shape[:2] == (30, 48)
 
 
+@pytest.mark.slow
 def test_kill_mid_run_leaves_only_complete_files_and_rerun_completes(tmp_path, ckpt, net):
     data = _make_dataset(tmp_path / "data", n=24, size=(160, 128))
     out = tmp_path / "out"

@@ -50,6 +50,7 @@ def test_models_lists_auif():
     assert "auif" in result.output and "ir-vis" in result.output and "11,631" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["missing.png", str(SAMPLES / "vis.png")], "missing.png"),
     ([str(SAMPLES / "ir.png"), str(SAMPLES / "vis.png"), "--model", "aiuf"], "Did you mean 'auif'"),

@@ -61,6 +61,7 @@ def _listing(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_second_batch_is_refused_then_runs_once_the_holder_is_killed(tmp_path, ckpt):
     data, out = _dataset(tmp_path / "data"), tmp_path / "out"
     holder = _holder(out / LOCK_NAME)
@@ -102,6 +103,7 @@ def test_lock_taken_in_this_process_refuses_run_batch_and_is_released_after(tmp_
     assert run_batch(data, out, net, overwrite=True).ok  # ... so the next one runs
 
 
+@pytest.mark.slow
 def test_shards_run_side_by_side_but_not_twice(tmp_path, ckpt):
     data, out = _dataset(tmp_path / "data"), tmp_path / "out"
     holder = _holder(out / ".fusecli.shard-0-of-2.lock")
