@@ -312,15 +312,18 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
     r = b - apply(x)
     p = r
     rr = _dot(r, r)
-    tiny = torch.finfo(b.dtype).tiny
+    # Denominators are floored at sqrt(tiny), not tiny: the backward pass divides by their squares,
+    # and tiny**2 is 0 in float32 (0/0 = NaN). A sample whose residual is exactly zero (a constant
+    # training crop: U = V, so M = 0) then takes zero steps with finite, zero gradients.
+    floor = torch.finfo(b.dtype).tiny ** 0.5
     for _ in range(steps):
         ap = apply(p)
-        curvature = torch.maximum(_dot(p, ap), _dot(p, p)).clamp_min(tiny)
+        curvature = torch.maximum(_dot(p, ap), _dot(p, p)).clamp_min(floor)
         alpha = rr / curvature
         x = x + alpha * p
         r = r - alpha * ap
         rr_new = _dot(r, r)
-        beta = rr_new / rr.clamp_min(tiny)
+        beta = rr_new / rr.clamp_min(floor)
         p = r + beta * p
         rr = rr_new
     return x

@@ -423,3 +423,18 @@ def test_tiny_overfit_run_lowers_the_loss():
         opt.step()
     last = loss_fn().item()
     assert np.isfinite(last) and last < 0.8 * first, (first, last)
+
+
+def test_a_constant_crop_trains_with_finite_gradients():
+    """A crop where U = V (black background of a medical scan: the residual M = 0) starts the DFM's
+    conjugate gradient at its solution. With the shipped derun.harvard weights the backward pass once
+    divided by tiny**2 = 0 there and its training met NaN (fusecli.solvers.conjugate_gradient)."""
+    from fusecli.train import RECIPES
+    model = create_model("derun", weights="derun.harvard").train()
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.rand(2, 1, 64, 64, generator=g), torch.rand(2, 1, 64, 64, generator=g)
+    u[0], v[0] = 0, 0
+    loss, _ = RECIPES["derun"].loss(model, (u, v))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -114,3 +114,4 @@ def test_derun_keeps_conjugate_gradient_importable():
     from fusecli.models.derun import conjugate_gradient as from_derun
 
     assert from_derun is conjugate_gradient
+
