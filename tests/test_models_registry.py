@@ -87,15 +87,8 @@ def test_builds_from_its_default_config(name):
             create_model(name)
 
 
-#: the CSC-MSF fast path fails where a band of its decoder is one row (cscfuse_msf._decode_rows copies
-#: proj[n:n + 2] onto proj[:2], which overlap for n = 1): found by this test (issue 17 item 5); strict, so
-#: the mark goes once the model is fixed
-_MSF_BAND_BUG = pytest.mark.xfail(raises=RuntimeError, strict=True, reason="CSC-MSF one-row decoder band")
-
-
 @pytest.mark.parametrize("name, size", [
-    pytest.param(name, size, id=f"{name}-{size[0]}x{size[1]}",
-                 marks=_MSF_BAND_BUG if (name, size) == ("cscfuse-msf", (33, 37)) else ())
+    pytest.param(name, size, id=f"{name}-{size[0]}x{size[1]}")  # 33 rows: CSC-MSF's one-row decoder band
     for name in NAMES for size in ((33, 37), (11, 20))])
 def test_odd_sizes_give_full_size_outputs_in_range(name, size):
     model = _default(name)

@@ -386,7 +386,7 @@ def _decode_rows(out: torch.Tensor, guide_code: torch.Tensor, a: torch.Tensor, s
                 s[:, :-1] += src[:, 1:]
                 s[:, -1] += src[:, -2]
         out[:, y0:y1] += s.permute(2, 0, 1)
-        proj[:2].copy_(proj[n:n + 2])  # code rows y1 - 1, y1: the next band's first two
+        proj[:2].copy_(proj[n:n + 2].clone())  # rows y1 - 1, y1 (clone: overlap for n = 1)
         have = 2
 
 
