@@ -78,6 +78,19 @@ def test_bf16_output_is_float32_and_close_to_fp32():
     assert diff.max() > 0  # bf16 did run: the results are not bit-identical
 
 
+@pytest.mark.parametrize("name", ["auif-fusion", "laplacian"])
+def test_the_pyramid_stays_float32_under_bf16(name):
+    """The Laplacian pyramid (the laplacian rule, the default's detail step) runs in float32 under
+    bf16 autocast: in bf16 its collapse moved pixels by up to 83 grey levels (TNO pair 10); now the
+    default stays within 1 of fp32 there (measured 0.24) and within 2 on the samples."""
+    model = create_model(name)
+    ir = read_image(SAMPLES / "ir.png")[0]
+    vis = split_luma(read_image(SAMPLES / "vis_color.png")[0])[0]
+    fp32 = fuse_tensors(model, [ir, vis])
+    bf16 = fuse_tensors(model, [ir, vis], precision="bf16")
+    assert (bf16 - fp32).abs().max() * 255 <= 2
+
+
 def _dataset(root: Path, n: int = 2) -> Path:
     rng = np.random.default_rng(0)
     for role in ("ir", "vis"):

@@ -143,20 +143,26 @@ def usable_levels(height: int, width: int, levels: int) -> int:
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int, kernel: torch.Tensor) -> list[torch.Tensor]:
-    """``[L_0, ..., L_{levels-1}, G_levels]`` of (B, C, H, W) ``x``."""
-    pyramid, g = [], x
-    for _ in range(levels):
-        smaller = _reduce(g, kernel)
-        pyramid.append(g - _expand(smaller, g.shape[-2:], kernel))
-        g = smaller
+    """``[L_0, ..., L_{levels-1}, G_levels]`` of (B, C, H, W) ``x``, in float32.
+
+    Always float32, also under ``torch.autocast`` (``--precision bf16``): the band-pass levels are
+    small differences of large values, and bf16's 8-bit mantissa moved collapsed pixels by up to 83
+    grey levels (TNO pair 10)."""
+    with torch.autocast(x.device.type, enabled=False):
+        pyramid, g = [], x.float()
+        for _ in range(levels):
+            smaller = _reduce(g, kernel)
+            pyramid.append(g - _expand(smaller, g.shape[-2:], kernel))
+            g = smaller
     return pyramid + [g]
 
 
 def collapse_pyramid(pyramid: list[torch.Tensor], kernel: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`laplacian_pyramid` (exact up to float rounding)."""
-    g = pyramid[-1]
-    for band in reversed(pyramid[:-1]):
-        g = band + _expand(g, band.shape[-2:], kernel)
+    """Inverse of :func:`laplacian_pyramid` (exact up to float rounding); float32, as it."""
+    with torch.autocast(pyramid[-1].device.type, enabled=False):
+        g = pyramid[-1].float()
+        for band in reversed(pyramid[:-1]):
+            g = band.float() + _expand(g, band.shape[-2:], kernel)
     return g
 
 
