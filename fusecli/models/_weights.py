@@ -120,7 +120,7 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         text = str(exc)
         if "weights only load failed" not in text.lower():  # not a pickle at all
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {' '.join(text.split())}") from exc
-        # torch's message advises loading the file with weights_only=False, i.e. trusting it: say why not
+        # torch's message advises trusting the file (a full unpickle): say why fusecli will not
         after = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
         detail = f" ({after[0].strip()})" if after and after[0].strip() and "error:" in text else ""
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: torch's weights-only loader refused "
