@@ -62,6 +62,26 @@ def shipped_auif():
 
 
 @pytest.fixture
+def auif_official_layout(tmp_path) -> Path:
+    """A folder in the official AUIF layout (``TCSVT_Encoder_Base.model`` with keys ``conv1.*``,
+    ``TCSVT_Encoder_Detail.model`` with ``conv2.*``, ``TCSVT_Decoder.model`` with ``decoder.*``)
+    written from the shipped ``auif.roadscene`` weights: what ``--checkpoint`` reads from the
+    authors' code, without ../shared."""
+    from fusecli.models._weights import find_card
+
+    state = find_card("auif.roadscene").load_state_dict()
+    folder = tmp_path / "official-layout"
+    folder.mkdir()
+    for file, ours, theirs in (("TCSVT_Encoder_Base.model", "base.", "conv1."),
+                               ("TCSVT_Encoder_Detail.model", "detail.", "conv2."),
+                               ("TCSVT_Decoder.model", "decoder.", "decoder.")):
+        part = {theirs + k[len(ours):]: v for k, v in state.items() if k.startswith(ours)}
+        assert part, f"no {ours}* keys in the shipped AUIF weights"
+        torch.save(part, folder / file)
+    return folder
+
+
+@pytest.fixture
 def official_csc_ivf_dir() -> Path:
     return _need(OFFICIAL_CSC_IVF)
 

@@ -441,19 +441,43 @@ def test_a_malicious_checkpoint_is_one_stderr_line_in_a_real_process(world):
     assert not (world / "PWNED").exists() and not (world / "out.png").exists()
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root ignores permissions: the cases under a regular file cover unwritable outputs")
+def _unwritable_for_root() -> Path | None:
+    """A folder that refuses new entries even to root (sysfs), or None."""
+    for folder in (Path("/sys/kernel"), Path("/sys")):
+        try:
+            (folder / "fusecli-probe").mkdir()
+        except OSError:
+            if folder.is_dir():
+                return folder
+        else:
+            (folder / "fusecli-probe").rmdir()
+    return None
+
+
+@pytest.fixture
+def read_only_folder(world):
+    """``world/ro``: a folder the process may not write into. Root ignores permission bits, so for
+    root ``ro`` is a link to a folder of a filesystem that refuses writes (sysfs)."""
+    ro = world / "ro"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        target = _unwritable_for_root()
+        if target is None:
+            pytest.skip("root, and no folder here refuses writes to root")
+        ro.symlink_to(target, target_is_directory=True)
+        yield ro
+        return
+    ro.mkdir()
+    ro.chmod(0o555)
+    yield ro
+    ro.chmod(0o755)
+
+
 @pytest.mark.parametrize("args", [["fuse", "a.png", "b.png", "-o", "ro/out.png"],
                                   ["degrade", "a.png", "-o", "ro/out.png", "-k", "noise", "-l", "1"],
                                   ["batch", "data", "-o", "ro/out"]])
-def test_read_only_output_folder(world, args):
-    (world / "ro").mkdir()
-    (world / "ro").chmod(0o555)
-    try:
-        before = snapshot(world)
-        result = runner.invoke(app, args)
-        lines = [line for line in result.output.splitlines() if line.strip()]
-        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.output
-        assert snapshot(world) == before
-    finally:
-        (world / "ro").chmod(0o755)
+def test_read_only_output_folder(world, read_only_folder, args):
+    before = snapshot(world)
+    result = runner.invoke(app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert snapshot(world) == before

@@ -36,10 +36,10 @@ def test_fuse_samples_with_shipped_weights(tmp_path):
     assert image.shape == (240, 320, 3)
 
 
-def test_fuse_with_official_checkpoint_folder(official_auif_dir, tmp_path):
+def test_fuse_with_official_checkpoint_folder(auif_official_layout, tmp_path):
     out = tmp_path / "fused.png"
     result = runner.invoke(app, ["fuse", str(SAMPLES / "ir.png"), str(SAMPLES / "vis.png"), "-o", str(out), "-m", "auif",
-                                 "--checkpoint", str(official_auif_dir), "--device", "cpu", "--tile", "128"])
+                                 "--checkpoint", str(auif_official_layout), "--device", "cpu", "--tile", "128"])
     assert result.exit_code == 0, result.output
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).shape == (240, 320)
 

@@ -131,10 +131,10 @@ def test_parsers_and_metric_resolution(monkeypatch):
         resolve_metrics("EN,NOPE")
 
 
-def test_cli_runs_and_reports(dataset, official_auif_dir, tmp_path):
+def test_cli_runs_and_reports(dataset, auif_official_layout, tmp_path):
     out = tmp_path / "rep"
     args = ["robustness", str(dataset), "--models", "auif", "--kinds", "rain", "--levels", "0,4", "-o", str(out),
-            "--checkpoint", str(official_auif_dir), "--device", "cpu", "--metrics", "EN,SF", "--limit", "2"]
+            "--checkpoint", str(auif_official_layout), "--device", "cpu", "--metrics", "EN,SF", "--limit", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "computed 4, reused 0" in result.stderr
