@@ -29,7 +29,8 @@ from torch import nn
 
 from . import _tasks
 
-__all__ = ["Conv", "FusedStage", "fuse_stage", "run_chain", "channels_last", "circular_pad", "empty_channels_last"]
+__all__ = ["Conv", "FusedStage", "fuse_stage", "run_chain", "channels_last", "circular_pad", "empty_channels_last",
+           "TILE_ROWS"]
 
 
 class Conv(NamedTuple):
@@ -172,38 +173,54 @@ def _convolve(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
     return x
 
 
+#: rows of one tile of :func:`_run_chain_tiles`: a tile's few-channel intermediates (~16 channels x
+#: 700 columns x 40 rows x 4 bytes: 1.8 MB) stay in cache from one convolution of the chain to the
+#: next; 1.3-1.5x faster than whole images here (``benchmarks/bench_paths.py --models derun``)
+TILE_ROWS = 32
+
+
 def run_chain(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
     """Circular 3x3 convolutions (and PReLUs) of ``chain`` on (B, C, H, W) ``x``: padded once by
     ``len(chain)``, then valid convolutions. Returns (B, C_out, H, W), channels-last memory.
 
-    Without autograd, inside :func:`~fusecli.models._tasks.task_threads` with several workers,
-    bands of rows run side by side (:func:`_run_chain_bands`)."""
+    Without autograd on a CPU, the chain runs tile by tile (:func:`_run_chain_tiles`: tiles of
+    :data:`TILE_ROWS` rows, side by side inside :func:`~fusecli.models._tasks.task_threads`)."""
     r = len(chain)
-    tasks = _tasks.workers()
-    if tasks > 1 and not torch.is_grad_enabled() and x.shape[-2] >= 4 * r * tasks:
-        return _run_chain_bands(x, chain, tasks)
+    if not torch.is_grad_enabled() and x.device.type == "cpu" and x.shape[-2] >= 2 * TILE_ROWS:
+        return _run_chain_tiles(x, chain)
     return _convolve(circular_pad(x, r), chain)
 
 
-def _run_chain_bands(x: torch.Tensor, chain: list[Conv], bands: int) -> torch.Tensor:
-    """:func:`run_chain` in ``bands`` bands of rows, each with ``len(chain)`` rows of (wrapped)
-    context and its columns padded circularly, run side by side."""
+def _run_chain_tiles(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
+    """:func:`run_chain` in tiles of :data:`TILE_ROWS` rows, each with ``len(chain)`` rows of
+    (wrapped) context above and below and its columns padded circularly: the whole chain runs on a
+    tile before the next (the intermediates stay in cache). Contiguous runs of tiles go to the
+    workers of :func:`~fusecli.models._tasks.run_parallel` side by side. The same values as the
+    whole-image chain (valid convolutions on exact circular context)."""
     r = len(chain)
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     x = channels_last(x)
     out = torch.empty(b, chain[-1].weight.shape[0], h, w, dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last)
-    step = -(-h // bands)
+    padded = torch.empty(b, c, TILE_ROWS + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device,
+                         memory_format=torch.channels_last)
 
-    def band(y0: int, y1: int) -> None:
+    def tile(y0: int, y1: int, buffer: torch.Tensor) -> None:
         rows = torch.arange(y0 - r, y1 + r, device=x.device) % h
-        part = x.index_select(2, rows)
-        padded = torch.empty(b, x.shape[1], y1 - y0 + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device,
-                             memory_format=torch.channels_last)
-        padded[..., r:r + w] = part
-        padded[..., :r] = part[..., w - r:]
-        padded[..., r + w:] = part[..., :r]
-        out[:, :, y0:y1] = _convolve(padded, chain)
+        part = buffer[:, :, :y1 - y0 + 2 * r]
+        part[..., r:r + w] = x.index_select(2, rows)
+        part[..., :r] = part[..., w:w + r]
+        part[..., r + w:] = part[..., r:2 * r]
+        out[:, :, y0:y1] = _convolve(part, chain)
 
-    _tasks.run_parallel([lambda y0=y0: band(y0, min(y0 + step, h)) for y0 in range(0, h, step)])
+    starts = list(range(0, h, TILE_ROWS))
+    tasks = min(_tasks.workers(), len(starts))
+    share = -(-len(starts) // tasks)
+
+    def job(first: int) -> None:
+        buffer = padded if first == 0 else torch.empty_like(padded)
+        for y0 in starts[first:first + share]:
+            tile(y0, min(y0 + TILE_ROWS, h), buffer)
+
+    _tasks.run_parallel([lambda first=first: job(first) for first in range(0, len(starts), share)])
     return out
