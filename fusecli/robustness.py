@@ -47,7 +47,7 @@ from .locking import releases_output_locks
 from .metrics import evaluate, get_metric, list_metrics
 from .metrics._checks import check_convention
 from .pairs import Pair, PairScan, scan_pairs
-from .runs import build_models, claim_output, stretch_note, stretch_record, write_json
+from .runs import build_models, claim_output, model_identity, stretch_note, stretch_record, write_json
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -416,7 +416,7 @@ class _Run:
     def cell(self, label: str, model: nn.Module, kinds: tuple[str, ...], level: int, pairs: Sequence[Pair],
              cells_dir: Path) -> _Cell:
         """The cell, with the rows an earlier run left under a matching key."""
-        key: dict[str, Any] = {"model": label, "weights": str(getattr(model, "weights_info", type(model).__name__)),
+        key: dict[str, Any] = {"model": label, "weights": model_identity(model),
                                "kinds": list(kinds), "level": level, **self.setting}
         if level > 0:
             key.update(seed=self.seed, depth=str(self.depth), inverse_depth=self.inverse_depth,

@@ -33,7 +33,7 @@ from .errors import ConfigError
 from .io import write_text_atomic
 from .locking import hold_output_lock
 
-__all__ = ["build_models", "claim_output", "check_output_folder", "write_json", "stretch_record", "stretch_note",
+__all__ = ["build_models", "model_identity", "claim_output", "check_output_folder", "write_json", "stretch_record", "stretch_note",
            "resize_index", "resample"]
 
 
@@ -51,6 +51,16 @@ def build_models(name: str, *, checkpoint: str | os.PathLike[str] | None = None,
 
     first = create_model(name, checkpoint=checkpoint, weights=weights, device=devices[0], fusion=fusion)
     return [first] + [copy.deepcopy(first).to(device) for device in devices[1:]]
+
+
+def model_identity(model: nn.Module) -> str:
+    """What decides a model's outputs, as one string for the keys of reusable results: its weights
+    (``weights_info``: the card and its sha256, or the checkpoint) and its config (the same weights
+    with other settings, e.g. more CG steps, or a model without weights run with other parameters,
+    compute something else)."""
+    info = getattr(model, "weights_info", type(model).__name__)
+    config = getattr(model, "config", None)
+    return f"{info}; {config!r}" if config is not None else str(info)
 
 
 def check_output_folder(output: str | os.PathLike[str], dataset: str | os.PathLike[str],

@@ -155,3 +155,16 @@ def test_cli_bad_input_is_one_red_line(dataset, tmp_path, args, message):
     assert result.exit_code == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+
+
+def test_a_model_with_other_parameters_is_recomputed(dataset, tmp_path):
+    """derun-admm has no weights: with 3 iterations it computes something else than with 9, so a
+    rerun under the same label must not reuse the 9-iteration rows (the cells are keyed by the
+    model's weights and config)."""
+    out = tmp_path / "report"
+    nine = create_model("derun-admm")
+    three = create_model("derun-admm", iterations=3)
+    first = run_robustness(dataset, {"admm": nine}, "rain", "0", out, metrics=["SF"], plots=False)
+    assert first.computed == 3
+    assert run_robustness(dataset, {"admm": nine}, "rain", "0", out, metrics=["SF"], plots=False).computed == 0
+    assert run_robustness(dataset, {"admm": three}, "rain", "0", out, metrics=["SF"], plots=False).computed == 3

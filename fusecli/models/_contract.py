@@ -127,6 +127,10 @@ class FusionModel(nn.Module):
     colour_step: ColourStep | None = None
     #: the local part of ``forward`` (see the class docstring); None: ``forward`` is one piece
     forward_local: Callable[..., torch.Tensor] | None = None
+    #: what the model's parameters are, one line for reports and manifests (set by
+    #: :func:`fusecli.models.create_model`: a weights card and its sha256, a checkpoint file,
+    #: ``"fixed parameters (no training)"``); a model built by its class alone has random ones
+    weights_info: str = "random initialisation"
 
     @property
     def inputs(self) -> tuple[str, ...]:
