@@ -11,7 +11,6 @@ the work; the same seed gives byte-identical files.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -25,7 +24,8 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ImageReadError, ImageWriteError
-from ..io import IMAGE_EXTENSIONS, list_images, read_image, write_image, write_text_atomic
+from ..io import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from ..runs import write_json
 from .kinds import DEPTH_MODES, get_kind
 from .levels import check_level, level_params
 
@@ -184,10 +184,6 @@ def _same_path(a: Path, b: Path) -> bool:
         return False
 
 
-def _write_json_atomically(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
 def _copy(src: Path, dst: Path) -> None:
     if _same_path(src, dst):
         raise ImageWriteError(f"refusing to copy '{src}' onto itself; choose another output folder")
@@ -317,7 +313,7 @@ def degrade_path(
             progress(done, total, source.name)
 
     if mode != "file":
-        _write_json_atomically(dst / "degrade.json", {
+        write_json(dst / "degrade.json", {
             "fusecli": __version__,
             "input": str(src),
             "kinds": list(names),
