@@ -1,7 +1,8 @@
 """CSC-IVF (cscfuse-ivf): official checkpoint loading (the folder loader's stem prefixes), the DCU
 update, auto-encoder reconstruction, the fusion rules and their NaN guards, shapes and tiling; the
 torch saliency rule and guided filter against the official NumPy/OpenCV formulation (kept below as
-the reference); strict loading of all five official CSCFuse files."""
+the reference, with He et al.'s guided filter from tests/guided_reference.py in place of
+ximgproc's); strict loading of all five official CSCFuse files."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from fusecli.models.cscfuse_ivf import (DCU, CSCIVF, CSCIVFConfig, convert_offic
                                     saliency_weights)
 from fusecli.models.layers import SoftThreshold, box_mean, guided_filter
 
+from .guided_reference import guided_filter as reference_guided_filter
+
 cv2 = pytest.importorskip("cv2")
-#: the reference guided filter is ximgproc's, in OpenCV's contrib wheel (optional for fusecli)
-needs_ximgproc = pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="needs opencv-contrib-python-headless")
 
 
 # --- the official saliency rule in NumPy/OpenCV (fusecli's implementation before it moved to torch) ---
@@ -47,8 +48,8 @@ def _np_saliency_weights(ir, vis, radius=45, eps=0.01):
     n_vis, n_ir = _np_normalise(vis), _np_normalise(ir)
     s_vis, s_ir = _np_histogram_saliency(n_vis) + 1e-12, _np_histogram_saliency(n_ir) + 1e-12
     p_vis, p_ir = (s_vis / (s_vis + s_ir)).astype(np.float32), (s_ir / (s_vis + s_ir)).astype(np.float32)
-    w_vis = np.stack([cv2.ximgproc.guidedFilter(n_vis[c], p_vis[c], radius, eps) for c in range(len(n_vis))])
-    w_ir = np.stack([cv2.ximgproc.guidedFilter(n_ir[c], p_ir[c], radius, eps) for c in range(len(n_ir))])
+    w_vis = np.stack([reference_guided_filter(n_vis[c], p_vis[c], radius, eps) for c in range(len(n_vis))])
+    w_ir = np.stack([reference_guided_filter(n_ir[c], p_ir[c], radius, eps) for c in range(len(n_ir))])
     w_vis, w_ir = w_vis + np.float32(1e-12), w_ir + np.float32(1e-12)
     return w_ir / (w_vis + w_ir), w_vis / (w_vis + w_ir)
 
@@ -139,7 +140,6 @@ def test_saliency_weights_sum_to_one_and_survive_constant_channels():
     assert (w_ir[:, 1] < 1e-3).all() and (w_ir[:, 2] > 1 - 1e-3).all()
 
 
-@needs_ximgproc
 @pytest.mark.parametrize("shape", [(4, 37, 53), (3, 61, 90), (2, 5, 7)])
 def test_torch_saliency_equals_the_numpy_opencv_reference(shape):
     rng = np.random.default_rng(sum(shape))
@@ -158,17 +158,16 @@ def test_torch_saliency_equals_the_numpy_opencv_reference(shape):
     assert np.abs(histogram_saliency(norm)[0].numpy() - _np_histogram_saliency(_np_normalise(vis))).max() < 1e-4
 
 
-@needs_ximgproc
 def test_guided_filter_and_box_mean_equal_opencv():
     rng = np.random.default_rng(3)
     guide, src = rng.random((2, 3, 40, 70), dtype=np.float32)
-    ref = np.stack([cv2.ximgproc.guidedFilter(guide[c], src[c], 45, 0.01) for c in range(3)])
+    ref = np.stack([reference_guided_filter(guide[c], src[c], 45, 0.01) for c in range(3)])
     g, p = torch.from_numpy(guide)[None], torch.from_numpy(src)[None]
     for impl in ("torch", "opencv", "auto"):  # torch: batched over channels (the CUDA path)
         assert np.abs(guided_filter(g, p, 45, 0.01, impl=impl)[0].numpy() - ref).max() < 1e-5
     # a one-channel guide serves every channel
     one = guided_filter(g[:, :1], p, 45, 0.01, impl="torch")[0].numpy()
-    assert np.abs(one[2] - cv2.ximgproc.guidedFilter(guide[0], src[2], 45, 0.01)).max() < 1e-5
+    assert np.abs(one[2] - reference_guided_filter(guide[0], src[2], 45, 0.01)).max() < 1e-5
     # the box filter: OpenCV's BORDER_REFLECT for any radius (here larger than the image)
     box_ref = np.stack([cv2.boxFilter(src[c], -1, (91, 91), borderType=cv2.BORDER_REFLECT) for c in range(3)])
     assert np.abs(box_mean(p, 45, impl="torch")[0].numpy() - box_ref).max() < 1e-5
