@@ -173,54 +173,60 @@ def _convolve(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
     return x
 
 
-#: rows of one tile of :func:`_run_chain_tiles`: a tile's few-channel intermediates (~16 channels x
-#: 700 columns x 40 rows x 4 bytes: 1.8 MB) stay in cache from one convolution of the chain to the
-#: next; 1.3-1.5x faster than whole images here (``benchmarks/bench_paths.py --models derun``)
-TILE_ROWS = 32
+#: rows of one tile of :func:`_run_chain_tiles` (with the chain's context rows). Measured with
+#: the shipped weights, 640x480, 2 threads, in one process: quiet machine 32 rows 6.19 s, 64 5.68,
+#: 128 5.38, 256 (one tile per worker) 5.58; with other jobs on the cores small tiles gained most
+#: (their intermediates stay in cache). Against the earlier code (one band per worker, one padded
+#: copy per band) in the same process: 5.81 vs 7.18 s (medians of 4, load ~1.5)
+TILE_ROWS = 128
 
 
 def run_chain(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
     """Circular 3x3 convolutions (and PReLUs) of ``chain`` on (B, C, H, W) ``x``: padded once by
     ``len(chain)``, then valid convolutions. Returns (B, C_out, H, W), channels-last memory.
 
-    Without autograd on a CPU, the chain runs tile by tile (:func:`_run_chain_tiles`: tiles of
-    :data:`TILE_ROWS` rows, side by side inside :func:`~fusecli.models._tasks.task_threads`)."""
+    Without autograd on a CPU, the chain runs in tiles of rows (:func:`_run_chain_tiles`: at most
+    :data:`TILE_ROWS`, and at least one tile per worker inside
+    :func:`~fusecli.models._tasks.task_threads`, side by side)."""
     r = len(chain)
-    if not torch.is_grad_enabled() and x.device.type == "cpu" and x.shape[-2] >= 2 * TILE_ROWS:
-        return _run_chain_tiles(x, chain)
+    h = x.shape[-2]
+    if not torch.is_grad_enabled() and x.device.type == "cpu":
+        rows = min(TILE_ROWS, -(-h // _tasks.workers()))
+        if rows < h:
+            return _run_chain_tiles(x, chain, rows)
     return _convolve(circular_pad(x, r), chain)
 
 
-def _run_chain_tiles(x: torch.Tensor, chain: list[Conv]) -> torch.Tensor:
-    """:func:`run_chain` in tiles of :data:`TILE_ROWS` rows, each with ``len(chain)`` rows of
-    (wrapped) context above and below and its columns padded circularly: the whole chain runs on a
-    tile before the next (the intermediates stay in cache). Contiguous runs of tiles go to the
-    workers of :func:`~fusecli.models._tasks.run_parallel` side by side. The same values as the
-    whole-image chain (valid convolutions on exact circular context)."""
+def _run_chain_tiles(x: torch.Tensor, chain: list[Conv], rows: int) -> torch.Tensor:
+    """:func:`run_chain` in tiles of ``rows`` rows, each with ``len(chain)`` rows of (wrapped)
+    context above and below and its columns padded circularly: the whole chain runs on a tile
+    before the next (the intermediates stay in cache). Contiguous runs of tiles go to the workers
+    of :func:`~fusecli.models._tasks.run_parallel` side by side. The same values as the whole-image
+    chain (valid convolutions on exact circular context)."""
     r = len(chain)
     b, c, h, w = x.shape
     x = channels_last(x)
     out = torch.empty(b, chain[-1].weight.shape[0], h, w, dtype=x.dtype, device=x.device,
                       memory_format=torch.channels_last)
-    padded = torch.empty(b, c, TILE_ROWS + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device,
+    padded = torch.empty(b, c, rows + 2 * r, w + 2 * r, dtype=x.dtype, device=x.device,
                          memory_format=torch.channels_last)
 
     def tile(y0: int, y1: int, buffer: torch.Tensor) -> None:
-        rows = torch.arange(y0 - r, y1 + r, device=x.device) % h
+        index = torch.arange(y0 - r, y1 + r, device=x.device) % h
         part = buffer[:, :, :y1 - y0 + 2 * r]
-        part[..., r:r + w] = x.index_select(2, rows)
+        part[..., r:r + w] = x.index_select(2, index)
         part[..., :r] = part[..., w:w + r]
         part[..., r + w:] = part[..., r:2 * r]
         out[:, :, y0:y1] = _convolve(part, chain)
 
-    starts = list(range(0, h, TILE_ROWS))
+    starts = list(range(0, h, rows))
     tasks = min(_tasks.workers(), len(starts))
     share = -(-len(starts) // tasks)
 
     def job(first: int) -> None:
         buffer = padded if first == 0 else torch.empty_like(padded)
         for y0 in starts[first:first + share]:
-            tile(y0, min(y0 + TILE_ROWS, h), buffer)
+            tile(y0, min(y0 + rows, h), buffer)
 
     _tasks.run_parallel([lambda first=first: job(first) for first in range(0, len(starts), share)])
     return out
