@@ -13,8 +13,8 @@ For every model and set it prints the mean of the basket EN, SD, SF, AG, MI, SCD
 (CDDFuse convention, gray of the saved 8-bit image), how many of the nine a model wins against
 ``average`` and ``laplacian``, and the number of fused images whose mean luminance is below the
 darker source's (the sources the model was given). Results are cached per (set, model, weights) in
-``--out`` (for a model without weights, its parameters take the weights' place), so a rerun with new
-weights or parameters recomputes only that model.
+``--out`` under :func:`fusecli.runs.model_identity` (weights and config), so a rerun with new
+weights or settings recomputes only that model.
 
     python benchmarks/ivf_default.py --models auif-fusion,auif,average,max,laplacian --out runs/ivf-eval
 """
@@ -40,6 +40,7 @@ from fusecli.io import quantize, read_image, write_text_atomic
 from fusecli.metrics import evaluate, get_metric
 from fusecli.metrics.report import rgb_to_gray
 from fusecli.pairs import scan_pairs
+from fusecli.runs import model_identity
 from fusecli.train.splits import select_pairs
 
 BASKET = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
@@ -109,14 +110,6 @@ def evaluate_model(model, items, cache: Path) -> dict[str, dict[str, float]]:
     return {name: rows[name] for name, _, _ in items}
 
 
-def cache_key(model) -> str:
-    """What decides a model's outputs: its weights, or for a model without weights its parameters
-    (``derun-admm``'s iteration count changed without any weights file changing)."""
-    if model.weights_info == "fixed parameters (no training)":
-        return f"{model.weights_info}: {model.config!r}"
-    return model.weights_info
-
-
 def summarise(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     out = {m: float(np.nanmean([r[m] for r in rows.values()])) for m in BASKET}
     out["darker"] = sum(r["fused_mean"] < r["darker_source_mean"] for r in rows.values())
@@ -158,7 +151,7 @@ def main() -> None:
         label, _, rest = spec.partition("=")
         name, _, ckpt = (rest or label).partition(":")
         model = create_model(name, checkpoint=ckpt or None)
-        tag = hashlib.sha256(cache_key(model).encode()).hexdigest()[:10]
+        tag = hashlib.sha256(model_identity(model).encode()).hexdigest()[:10]
         for s in chosen:
             items = sets[s][:args.limit] if args.limit else sets[s]
             t0 = time.perf_counter()

@@ -33,8 +33,8 @@ from .errors import ConfigError
 from .io import write_text_atomic
 from .locking import hold_output_lock
 
-__all__ = ["build_models", "model_identity", "claim_output", "check_output_folder", "write_json", "stretch_record", "stretch_note",
-           "resize_index", "resample"]
+__all__ = ["build_models", "model_identity", "claim_output", "check_output_folder", "write_json", "stretch_record",
+           "stretch_note", "resize_index", "resample"]
 
 
 def build_models(name: str, *, checkpoint: str | os.PathLike[str] | None = None, weights: str | None = "default",
