@@ -197,6 +197,8 @@ def test_untrained_derun_is_the_classical_solver():
     stage = model.stages[0]
     assert model.config.init == "classical" and model.config.stages == DeRUNADMMConfig().iterations
     assert stage.lambda_h.item() == 0 and torch.equal(stage.T.share.act.weight, torch.ones(4))
+    assert model.weights_info == "untrained (classical initialisation)"  # what `fusecli fuse` reports
+    assert create_model("derun", weights=None, init="random").weights_info == "untrained (random initialisation)"
     assert _untrained_vs_admm(*_luminance_pair(SAMPLES / "ir.png", SAMPLES / "vis_color.png")) <= 1.0
 
 

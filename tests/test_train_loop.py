@@ -1,5 +1,5 @@
 """The one training loop (fusecli.train.loop.fit) on toy models: gradient clipping, lr warm-up, loss
-warm-up, exact resume, the frozen teacher."""
+warm-up, exact resume, the frozen teacher, per-epoch weight snapshots."""
 
 from __future__ import annotations
 
@@ -154,3 +154,27 @@ def test_milestones_scale_with_the_epochs():
     assert scale_milestones([41, 81], 8, 80) == [4, 8]
     assert scale_milestones([1, 2], 3, 150) == [1]  # merged: one decay
     assert scale_milestones(range(50, 150, 10), 3, 150, repeats=True) == [1, 1, 1, 2, 2, 2, 2, 2, 3, 3]
+
+
+def test_snapshots_keep_every_epochs_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    model = nn.Linear(2, 1, bias=False)
+    optimizer, scheduler = _sgd(model, lr=0.1)
+    seen = []
+
+    def step(s):
+        if s.iteration % 2 == 1:  # first step of an epoch: the weights the previous epoch left
+            seen.append(s.model.weight.detach().clone())
+        return s.model.weight.sum(), {}
+
+    fit(model, step, optimizer, scheduler, epochs=3, steps=2, checkpoint=tmp_path / "run" / "last.pt",
+        snapshots=True)
+    files = sorted(p.name for p in (tmp_path / "run").glob("epoch-*.safetensors"))
+    assert files == ["epoch-001.safetensors", "epoch-002.safetensors", "epoch-003.safetensors"]
+    after = [load_file(tmp_path / "run" / f)["weight"] for f in files]
+    assert torch.equal(after[0], seen[1]) and torch.equal(after[1], seen[2])  # epoch 1 ends where 2 starts
+    assert torch.equal(after[2], model.weight.detach())
+    assert not any((tmp_path / "quiet").glob("*"))
+    fit(nn.Linear(2, 1), step, *_sgd(nn.Linear(2, 1)), epochs=1, steps=1, checkpoint=tmp_path / "plain" / "last.pt")
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["last.pt"]  # none unless asked

@@ -19,7 +19,8 @@ from fusecli.errors import ConfigError
 from fusecli.pairs import scan_pairs
 from fusecli.train import RECIPES, TrainConfig, step_decay_after, train
 from fusecli.train.data import PairedCrops, collect_pairs, load_pair
-from fusecli.train.splits import harvard_split, select_pairs, split_stems
+from fusecli.train.recipes import DERUN_DEGRADE_KINDS, degrade_inputs
+from fusecli.train.splits import harvard_split, select_pairs, split_stems, validation_split
 
 TINY = {"stages": 1, "margin": 2}  # one unrolled stage: the loop and the loss are what is tested here
 
@@ -136,6 +137,21 @@ def test_split_selection_rules(tmp_path):
         select_pairs(tmp_path / "harvard_mri_pet", items, "half")
 
 
+def test_validation_part_is_every_eighth_train_stem_and_fit_is_the_rest(tmp_path):
+    stems = [f"{i:05d}" for i in range(40)]
+    train_part = split_stems(tmp_path / "harvard_mri_pet", stems, "train")  # 32 stems
+    fit_part, val = validation_split(train_part)
+    assert val == train_part[7::8] and len(val) == 4
+    assert sorted(fit_part + val) == train_part and not set(fit_part) & set(val)
+    items = [tmp_path / f"{s}.png" for s in stems]
+    picked = {part: [p.stem for p in select_pairs(tmp_path / "harvard_mri_pet", items, part)]
+              for part in ("fit", "val", "test")}
+    assert picked["fit"] == fit_part and picked["val"] == val
+    assert not set(picked["val"]) & set(picked["test"])  # choosing an epoch never sees a test pair
+    with pytest.raises(ConfigError, match="no fixed train/held-out split"):
+        select_pairs(tmp_path / "llvip", items, "val")
+
+
 @pytest.mark.parametrize("fixture, pairs, held, first_held", [
     ("harvard_mri_pet_dir", 269, 53, ["25019", "25024", "25029"]),
     ("harvard_mri_spect_dir", 357, 71, ["10011", "10016", "10021"]),
@@ -173,6 +189,29 @@ def test_derun_loss_decreases_on_a_tiny_overfit_run(tmp_path, one_thread):
     assert losses[0] == pytest.approx(logs[0]["pixel"] + 10 * logs[0]["lgde"], rel=1e-5)  # eq. 14, gamma = 10
     assert losses[-1] < 0.85 * losses[0], losses  # measured: 1.92 -> 1.48
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+
+def test_derun_degrade_option_feeds_a_degraded_v_and_scores_against_the_clean_one(one_thread):
+    torch.manual_seed(0)
+    u, v = torch.rand(3, 1, 24, 24), torch.rand(3, 1, 24, 24) * 0.5 + 0.25
+    rng = np.random.default_rng
+    assert degrade_inputs(v, 0.0, rng(0)) is v  # the paper's recipe: V untouched
+    seen = degrade_inputs(v, 1.0, rng(1))
+    assert seen.shape == v.shape and all(not torch.equal(seen[b], v[b]) for b in range(3))
+    assert torch.equal(seen, degrade_inputs(v, 1.0, rng(1)))  # the generator decides everything
+    assert len(set(DERUN_DEGRADE_KINDS)) >= 6 and {"haze", "rain", "lowlight"} <= set(DERUN_DEGRADE_KINDS)
+
+    from fusecli.losses import lgde_loss
+    from fusecli.train.recipes import DERUN_LGDE_SOFTNESS
+    model = create_model("derun", weights=None, stages=1, margin=2)
+    recipe = RECIPES["derun"]
+    assert recipe.options == {"degrade": 0.0}
+    loss, logs = recipe.loss(model, (u, v), step=7, degrade=1.0)
+    x = model(u, degrade_inputs(v, 1.0, np.random.default_rng([7, 14])))  # the step's own stream
+    expected = torch.mean((x - u) ** 2) + 10 * lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)  # clean V
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(recipe.loss(model, (u, v), step=7, degrade=1.0)[0].item(), rel=1e-6)
+    assert loss.item() != pytest.approx(recipe.loss(model, (u, v), step=7, degrade=0.0)[0].item(), rel=1e-3)
 
 
 def test_derun_schedule_follows_the_paper_and_scales():
@@ -240,7 +279,7 @@ def test_training_on_the_held_out_split_is_refused_where_undefined(tmp_path):
         train(TrainConfig(model="derun", data=(str(data),), out=str(tmp_path / "r"), split="train"))
     result = CliRunner().invoke(app, ["train", "derun", "--data", str(data), "--split", "half",
                                       "-o", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "--split must be one of auto, train, all" in result.output
+    assert result.exit_code == 1 and "--split must be one of auto, train, fit, all" in result.output
 
 
 def test_cli_trains_derun_on_pairs(tmp_path, one_thread):

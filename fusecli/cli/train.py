@@ -25,7 +25,8 @@ def train(
     split: str = typer.Option("auto", "--split", help="Pairs of datasets with a fixed held-out split "
                               "(harvard_mri_pet, harvard_mri_spect, harvard_mri_ct, mefb, roadscene: every 5th sorted "
                               "stem held out, and RoadScene's night pairs): auto = their train part and all pairs of other datasets; train = "
-                              "the train part (error for a dataset without a split); all = every pair."),
+                              "the train part (error for a dataset without a split); fit = the train part without its "
+                              "validation part (every 8th sorted stem of it, for choosing an epoch); all = every pair."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Run folder: last.pt, final weights, card "
                                        "(frufn/efrufn: one sub-folder per stage); default runs/train.",
                                        show_default=False),
@@ -58,6 +59,8 @@ def train(
     init: Path | None = typer.Option(None, "--init", help="Weights to start from (checkpoint or card), e.g. "
                                      "an auto-encoder from `fusecli train auif` for auif-fusion.",
                                      show_default=False),
+    snapshots: bool = typer.Option(False, "--snapshots", help="Also write every epoch's weights "
+                                   "(OUT/epoch-NNN.safetensors), to choose an epoch on validation data."),
     transfer_loss: str = typer.Option("paper", help="frufn/efrufn: gradient-transfer loss, 'paper' (eq. 3) or "
                                       "'official' (the authors' code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress; errors only."),
@@ -94,7 +97,8 @@ def train(
             config = TrainConfig(model=model, data=tuple(map(str, data)), out=run, epochs=epochs,
                                  batch_size=batch_size, crop=crop, lr=lr, steps_per_epoch=steps_per_epoch,
                                  seed=seed, device=str(resolve_device(device)), resume=resume, split=split,
-                                 options=parse_options(option or ()), init=None if init is None else str(init))
+                                 options=parse_options(option or ()), init=None if init is None else str(init),
+                                 snapshots=snapshots)
         # one bar per stage and phase, shown from the first step: a mistake found before stays one line
         bar = progress("train", unit="steps", quiet=quiet, transient=False)
         started: list[bool] = []

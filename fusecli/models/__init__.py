@@ -170,7 +170,9 @@ def create_model(
             model.colour_step = ColourStep(net=net, sources=2, name="ColorNet")
             model.weights_info += f" + {model.colour_step.name}"
     else:
-        model.weights_info = "random initialisation" if entry.needs_weights else "fixed parameters (no training)"
+        init = getattr(getattr(model, "config", None), "init", "random")  # e.g. DeRUN starts at its classical solver
+        model.weights_info = (f"untrained ({init} initialisation)" if entry.needs_weights
+                              else "fixed parameters (no training)")
     return model.to(device).eval()
 
 

@@ -57,12 +57,15 @@ class TrainConfig:
     resume: bool = False
     model_config: dict[str, Any] = field(default_factory=dict)
     #: which pairs of datasets with a fixed held-out split are used (:mod:`fusecli.train.splits`):
-    #: ``"auto"`` (their train part; all pairs of other datasets), ``"train"`` or ``"all"``
+    #: ``"auto"`` (their train part; all pairs of other datasets), ``"train"``, ``"fit"`` (the train
+    #: part without its validation part) or ``"all"``
     split: str = "auto"
     #: overrides of the recipe's :attr:`Recipe.options` (unknown keys are an error)
     options: dict[str, float] = field(default_factory=dict)
     #: weights to start from (a checkpoint file or weights card; see :attr:`Recipe.warm_start`)
     init: str | None = None
+    #: also write every epoch's weights, ``OUT/epoch-NNN.safetensors`` (see ``benchmarks/select_epoch.py``)
+    snapshots: bool = False
 
 
 def _warm_start(model: nn.Module, recipe: Recipe, path: Path) -> dict[str, Any]:
@@ -169,7 +172,7 @@ def _train_recipe(config: TrainConfig, progress: ProgressFn | None) -> Path:
     run = fit(model, step, optimizer, scheduler, epochs=epochs, steps=steps, checkpoint=out / "last.pt",
               resume=config.resume, generators={"generator": generator}, rng_key=None, clip=recipe.clip,
               lr_warmup_steps=recipe.lr_warmup_steps, progress=progress,
-              record={"config": dataclasses.asdict(config)})
+              record={"config": dataclasses.asdict(config)}, snapshots=config.snapshots)
     if run.milestones is not None:  # after a resume: the resumed run's own decay epochs
         schedule_card["decay_epochs"] = run.milestones
 

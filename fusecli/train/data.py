@@ -156,7 +156,7 @@ def collect_pairs(roots: Iterable[str | Path], *, layouts: Sequence[Sequence[str
         if not chosen:
             raise ConfigError(f"no complete pair (same stem in {' and '.join(r + '/' for r in roles)}) "
                               f"to train on in '{root}'")
-        part = "train" if split != "all" and has_fixed_split(root) else "all"
+        part = ("train" if split == "auto" else split) if split != "all" and has_fixed_split(root) else "all"
         unpaired = sum(map(len, scan.unmatched.values())) + sum(map(len, scan.duplicates.values()))
         sets.append(PairSet(root, tuple(roles), chosen, len(scan.pairs), split, part, unpaired))
     if not sets:

@@ -5,7 +5,8 @@ loss on a batch of crops, a FRUFN stage's loss, ColorNet's chroma loss): optiona
 clipping, a frozen teacher handed to the step, a loss warm-up (the step is told it is in the
 first epochs), a linear learning-rate warm-up, the lr schedule stepped once per epoch, per-step
 progress and per-epoch means, an atomic ``last.pt`` after every epoch and an exact resume from it
-(weights, optimiser, schedule and random streams; read with ``weights_only=True``).
+(weights, optimiser, schedule and random streams; read with ``weights_only=True``), and if asked
+the weights of every epoch (to choose one on validation data).
 
 At the end the caller writes the weights and their card with :func:`weights_card` and
 :func:`write_card`; :func:`scale_milestones` / :func:`multistep` scale a recipe's decay epochs to
@@ -200,7 +201,7 @@ def fit(model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer, schedu
         checkpoint: Path, resume: bool = False, generators: dict[str, torch.Generator] | None = None,
         rng_key: str | None = "rng", clip: float | None = None, teacher: nn.Module | None = None,
         warmup_epochs: int = 0, lr_warmup_steps: int = 0, progress: ProgressFn | None = None,
-        tags: dict[str, Any] | None = None, record: dict[str, Any] | None = None) -> Fitted:
+        tags: dict[str, Any] | None = None, record: dict[str, Any] | None = None, snapshots: bool = False) -> Fitted:
     """Train ``model`` for ``epochs`` x ``steps`` optimiser steps of ``step``.
 
     Each step: ``loss, logs = step(Step(...))``, backward, gradient-norm clipping to ``clip``
@@ -226,6 +227,8 @@ def fit(model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer, schedu
         progress: called after every step.
         tags: entries put first in every progress ``logs`` (e.g. ``stage``).
         record: further entries saved in every checkpoint (e.g. the run's config).
+        snapshots: also save the weights after every epoch as ``epoch-NNN.safetensors`` beside
+            ``checkpoint`` (:func:`save_weights`), to choose an epoch on validation data afterwards.
 
     Returns:
         :class:`Fitted`.
@@ -283,6 +286,8 @@ def fit(model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer, schedu
                          "scheduler": scheduler.state_dict(), **({rng_key: rng} if rng_key else rng),
                          "epoch": epoch + 1, "history": history, "seconds": run.seconds(), **(record or {})},
                         checkpoint)
+        if snapshots:
+            save_weights(model, checkpoint.parent / f"epoch-{epoch + 1:03d}.safetensors")
     return run
 
 

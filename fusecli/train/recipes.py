@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..degrade import MAX_LEVEL, get_kind
 from ..errors import ConfigError, UnknownNameError
 from ..losses import halo_loss, lgde_loss, mef_msssim_lum, ssim_loss
 from ..models import auif as _auif
@@ -22,7 +24,7 @@ from .loop import multistep, scale_milestones
 
 __all__ = ["Recipe", "RECIPES", "get_recipe", "step_decay_after", "parse_options", "resolve_options",
            "schedule", "darken", "intensity_gradient_loss", "DERUN_LAYOUTS", "DERUN_LGDE_WEIGHT",
-           "DERUN_LGDE_SOFTNESS", "IVF_LAYOUTS"]
+           "DERUN_LGDE_SOFTNESS", "DERUN_DEGRADE_KINDS", "degrade_inputs", "IVF_LAYOUTS"]
 
 
 @dataclass(frozen=True)
@@ -202,14 +204,40 @@ DERUN_LAYOUTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+#: the kinds ``--option degrade=P`` draws from: every :mod:`fusecli.degrade` kind of a visible
+#: camera (or of any sensor), so that no single test condition is trained for
+DERUN_DEGRADE_KINDS: tuple[str, ...] = ("haze", "rain", "lowlight", "noise", "defocus", "motion", "jpeg", "contrast")
+
+
+def degrade_inputs(v: torch.Tensor, probability: float, rng: np.random.Generator,
+                   kinds: Sequence[str] = DERUN_DEGRADE_KINDS) -> torch.Tensor:
+    """Each image of ``v`` (B, C, H, W) float32 in [0, 1] degraded with ``probability`` by a kind
+    drawn from ``kinds`` at a level drawn from 1..5 (:mod:`fusecli.degrade`); all draws from ``rng``.
+    Returns a new tensor (``v`` itself when nothing is drawn)."""
+    out = None
+    for b in range(v.shape[0]):
+        if rng.random() < probability:
+            kind = get_kind(kinds[int(rng.integers(len(kinds)))])
+            out = v.clone() if out is None else out
+            out[b:b + 1] = kind.fn(v[b:b + 1], int(rng.integers(1, MAX_LEVEL + 1)), rng)
+    return v if out is None else out
+
+
+def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, step: int = 0,
+                degrade: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """DeRUN eq. 14: ``MSE(X, U) + gamma * MSE(LGDE(X), LGDE(V))`` with X = model(U, V), gamma = 10.
 
     ``batch`` = (U, V): (B, 1, H, W) in [0, 1], U the intensity source (infrared / PET / SPECT), V the
     texture source (visible / MRI). Logs both terms (``pixel``, ``lgde``; the LGDE one unweighted).
+
+    ``degrade`` (fusecli's option, 0 in the paper): the probability that the network sees a
+    degraded V (:func:`degrade_inputs`, random kind and level; the random stream is a function of
+    ``step``, so a resumed run draws the same) while the loss still compares X with the clean
+    sources: it learns to take V's structure, not its haze, rain or noise.
     """
     u, v = batch
-    x = model(u, v)
+    seen = v if degrade <= 0 else degrade_inputs(v, degrade, np.random.default_rng([step, 14]))
+    x = model(u, seen)
     pixel = torch.mean((x - u) ** 2)
     lgde = lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)
     return pixel + DERUN_LGDE_WEIGHT * lgde, {"pixel": pixel.item(), "lgde": lgde.item()}
@@ -228,6 +256,7 @@ RECIPES["derun"] = Recipe(
     paired=True,
     layouts=DERUN_LAYOUTS,
     scheduler=step_decay_after(50, 10, 0.9, epochs=150),
+    options={"degrade": 0.0},
 )
 
 
