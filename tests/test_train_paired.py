@@ -205,13 +205,30 @@ def test_derun_degrade_option_feeds_a_degraded_v_and_scores_against_the_clean_on
     from fusecli.train.recipes import DERUN_LGDE_SOFTNESS
     model = create_model("derun", weights=None, stages=1, margin=2)
     recipe = RECIPES["derun"]
-    assert recipe.options == {"degrade": 0.0}
+    assert recipe.options == {"pixel": 1.0, "lgde": 10.0, "intensity": 0.0, "gradient": 0.0, "degrade": 0.0}
     loss, logs = recipe.loss(model, (u, v), step=7, degrade=1.0)
     x = model(u, degrade_inputs(v, 1.0, np.random.default_rng([7, 14])))  # the step's own stream
     expected = torch.mean((x - u) ** 2) + 10 * lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)  # clean V
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() == pytest.approx(recipe.loss(model, (u, v), step=7, degrade=1.0)[0].item(), rel=1e-6)
     assert loss.item() != pytest.approx(recipe.loss(model, (u, v), step=7, degrade=0.0)[0].item(), rel=1e-3)
+
+
+def test_derun_loss_terms_are_weighed_by_the_options(one_thread):
+    from fusecli.train.recipes import intensity_gradient_loss
+    torch.manual_seed(1)
+    u, v = torch.rand(2, 1, 20, 20), torch.rand(2, 1, 20, 20)
+    model = create_model("derun", weights=None, stages=1, margin=2)
+    loss_fn = RECIPES["derun"].loss
+    paper, logs = loss_fn(model, (u, v))
+    assert set(logs) == {"pixel", "lgde"}
+    assert paper.item() == pytest.approx(logs["pixel"] + 10 * logs["lgde"], rel=1e-5)
+    ours, logs = loss_fn(model, (u, v), pixel=0, lgde=0, intensity=1, gradient=4)
+    assert set(logs) == {"intensity", "gradient"}
+    x = model(u, v)
+    assert ours.item() == pytest.approx(intensity_gradient_loss(x, u, v, intensity=1, gradient=4)[0].item(), rel=1e-5)
+    both, _ = loss_fn(model, (u, v), intensity=1, gradient=4)
+    assert both.item() == pytest.approx(paper.item() + ours.item(), rel=1e-5)
 
 
 def test_derun_schedule_follows_the_paper_and_scales():

@@ -224,23 +224,36 @@ def degrade_inputs(v: torch.Tensor, probability: float, rng: np.random.Generator
 
 
 def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, step: int = 0,
+                pixel: float = 1.0, lgde: float = DERUN_LGDE_WEIGHT, intensity: float = 0.0, gradient: float = 0.0,
                 degrade: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """DeRUN eq. 14: ``MSE(X, U) + gamma * MSE(LGDE(X), LGDE(V))`` with X = model(U, V), gamma = 10.
+    """DeRUN eq. 14: ``pixel * MSE(X, U) + lgde * MSE(LGDE(X), LGDE(V))`` with X = model(U, V) and the
+    paper's weights 1 and 10 (``gamma``).
 
     ``batch`` = (U, V): (B, 1, H, W) in [0, 1], U the intensity source (infrared / PET / SPECT), V the
-    texture source (visible / MRI). Logs both terms (``pixel``, ``lgde``; the LGDE one unweighted).
+    texture source (visible / MRI). Logs every term in use, unweighted (``pixel``, ``lgde``,
+    ``intensity``, ``gradient``).
 
-    ``degrade`` (fusecli's option, 0 in the paper): the probability that the network sees a
-    degraded V (:func:`degrade_inputs`, random kind and level; the random stream is a function of
-    ``step``, so a resumed run draws the same) while the loss still compares X with the clean
-    sources: it learns to take V's structure, not its haze, rain or noise.
+    fusecli's options (0 in the paper): ``intensity`` / ``gradient`` add
+    :func:`intensity_gradient_loss` (``L1(X, max(U, V))``, ``L1(|Sobel X|, max(|Sobel U|, |Sobel V|))``);
+    ``degrade`` is the probability that the network sees a degraded V (:func:`degrade_inputs`,
+    random kind and level; the random stream is a function of ``step``, so a resumed run draws the
+    same) while the loss still compares X with the clean sources: it learns to take V's structure,
+    not its haze, rain or noise.
     """
     u, v = batch
     seen = v if degrade <= 0 else degrade_inputs(v, degrade, np.random.default_rng([step, 14]))
     x = model(u, seen)
-    pixel = torch.mean((x - u) ** 2)
-    lgde = lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)
-    return pixel + DERUN_LGDE_WEIGHT * lgde, {"pixel": pixel.item(), "lgde": lgde.item()}
+    loss, logs = x.new_zeros(()), {}
+    if pixel:
+        term = torch.mean((x - u) ** 2)
+        loss, logs["pixel"] = loss + pixel * term, term.item()
+    if lgde:
+        term = lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)
+        loss, logs["lgde"] = loss + lgde * term, term.item()
+    if intensity or gradient:
+        term, more = intensity_gradient_loss(x, u, v, intensity=intensity, gradient=gradient)
+        loss, logs = loss + term, {**logs, **more}
+    return loss, logs
 
 
 RECIPES["derun"] = Recipe(
@@ -249,14 +262,17 @@ RECIPES["derun"] = Recipe(
                 "luminance; U = ir/pet/spect, V = vis/mri); loss MSE(X, U) + 10 * MSE(LGDE(X), LGDE(V)) "
                 "(eq. 14, soft-binned LGDE, softness 0.1); Adam (0.9, 0.999), lr 1e-4, constant for 50 "
                 "epochs then x0.9 every 10 epochs; 150 epochs, batch 4 (DeRUN, ICCV 2023; crop size and "
-                "flips are fusecli's choice, the paper gives none)",
+                "flips are fusecli's choice, the paper gives none); options: pixel=1 and lgde=10 weigh eq. 14's "
+                "terms; fusecli's additions, 0 in the paper: intensity and gradient weigh "
+                "L1(X, max(U, V)) and L1(|Sobel X|, max(|Sobel U|, |Sobel V|)), degrade is the probability "
+                "of a degraded V input (random visible kind and level; the loss sees the clean sources)",
     loss=_derun_loss,
     param_groups=_one_group,
     epochs=150, batch_size=4, crop=128, lr=1e-4,
     paired=True,
     layouts=DERUN_LAYOUTS,
     scheduler=step_decay_after(50, 10, 0.9, epochs=150),
-    options={"degrade": 0.0},
+    options={"pixel": 1.0, "lgde": DERUN_LGDE_WEIGHT, "intensity": 0.0, "gradient": 0.0, "degrade": 0.0},
 )
 
 
