@@ -13,7 +13,8 @@ convention, per dataset. An epoch's *wins* are the (dataset, metric) means above
 chosen epoch has the most wins (ties: the larger mean relative gain over epoch 0). ``--write``
 then makes it the run's result: ``MODEL.safetensors`` becomes that epoch's weights and the card
 (``MODEL.yaml``, written by ``fusecli train``) gets the new sha256 and a ``selection`` record
-with the table. Scores are cached in ``RUN/selection/`` per epoch file and sha256, so a rerun
+with the table. The run's model must have its default config (as ``fusecli train`` builds it; a
+run of the library's ``TrainConfig(model_config=...)`` is refused). Scores are cached in ``RUN/selection/`` per epoch file and sha256, so a rerun
 after more epochs scores only the new ones.
 """
 
@@ -33,7 +34,7 @@ from derun_common import available_metrics, fuse_and_score
 from fusecli.io import write_text_atomic
 from fusecli.models._weights import sha256_file
 from fusecli.pairs import scan_pairs
-from fusecli.train.loop import write_card
+from fusecli.train.loop import load_checkpoint, write_card
 from fusecli.train.splits import VALIDATION_EVERY, select_pairs
 
 
@@ -83,6 +84,10 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="make the chosen epoch the run's weights and card")
     args = parser.parse_args()
     metrics, _ = available_metrics()
+    last = args.run / "last.pt"
+    if last.is_file() and load_checkpoint(last).get("config", {}).get("model_config"):
+        raise SystemExit(f"{args.run} was trained with a non-default model config: its snapshots cannot be "
+                         "rebuilt from the weights alone here")
     pairs_by_set = {}
     for d in args.data:
         pairs = select_pairs(d, scan_pairs(d).pairs, "val")

@@ -178,3 +178,16 @@ def test_cli_trains_a_stage(tmp_path):
     assert result.exit_code == 1 and "order" in result.output
     result = CliRunner().invoke(app, ["train", "auif", "--stages", "mfif", "--data", str(data / "sharp")])
     assert result.exit_code == 1 and "frufn" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--snapshots"], "--snapshots is not used by frufn's staged training"),
+    (["--init", "x.yaml"], "--init is not used by frufn's staged training"),
+])
+def test_cli_refuses_recipe_only_options_for_staged_training(tmp_path, extra, message):
+    from typer.testing import CliRunner
+
+    from fusecli.cli import app
+    result = CliRunner().invoke(app, ["train", "frufn", "-o", str(tmp_path / "o"), *extra])
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

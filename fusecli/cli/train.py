@@ -78,6 +78,8 @@ def train(
                 raise ConfigError(f"--option is not used by {model}'s staged training")
             if init is not None:
                 raise ConfigError(f"--init is not used by {model}'s staged training (use --teacher)")
+            if snapshots:
+                raise ConfigError(f"--snapshots is not used by {model}'s staged training")
             if data:
                 raise ConfigError(f"{model} trains in stages: pass --sharp-data and --ivf-data, not --data")
             config: TrainConfig | StagedTrainConfig = StagedTrainConfig(
