@@ -160,7 +160,7 @@ def run_batch(
         model: a registry name (built with ``checkpoint``/``weights``/``fusion`` on each device),
             or ready model(s), one per device.
         checkpoint, weights, fusion: as for :func:`fusecli.models.create_model` (``weights=None``:
-            random initialisation).
+            untrained: its initialisation, random or, for DeRUN, its classical solver).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (one device).
         devices: several devices, e.g. ``"0,1"`` (CUDA indices): one model copy and compute thread each.
         roles: role folder names in model-input order (default: detected).

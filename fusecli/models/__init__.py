@@ -128,7 +128,7 @@ def create_model(
             card (``.yaml``, as ``fusecli train`` writes), or the authors' official file(s); takes
             precedence over ``weights``.
         weights: name of a card in ``weights/`` (``"default"``: the model's default card; ``None``:
-            random initialisation, for training).
+            untrained: the config's initialisation, random or, for DeRUN, its classical solver).
         device: where to put the model.
         **config_overrides: config fields to change (e.g. ``fusion="l1"``); ``None`` values ignored.
 
