@@ -9,7 +9,7 @@ after every epoch. Each one (every ``--every``-th, and the last), and the untrai
 started from (epoch 0: for DeRUN its classical solver, ``derun-admm``), fuses the validation pairs
 (``--split val``: every 8th sorted stem of the train part, never trained on and never a test pair;
 :mod:`fusecli.train.splits`) and is scored with DeRUN's eight Table-1 metrics under the CDDFuse
-convention, per dataset. An epoch's *wins* are the (dataset, metric) means above epoch 0's; the
+convention, per dataset. An epoch's *wins* are the (dataset, metric) means better than epoch 0's; the
 chosen epoch has the most wins (ties: the larger mean relative gain over epoch 0). ``--write``
 then makes it the run's result: ``MODEL.safetensors`` becomes that epoch's weights and the card
 (``MODEL.yaml``, written by ``fusecli train``) gets the new sha256 and a ``selection`` record
@@ -32,6 +32,7 @@ import yaml
 from derun_common import available_metrics, fuse_and_score
 
 from fusecli.io import write_text_atomic
+from fusecli.metrics import get_metric
 from fusecli.models._weights import sha256_file
 from fusecli.pairs import scan_pairs
 from fusecli.train.loop import load_checkpoint, write_card
@@ -62,15 +63,17 @@ def score(spec: str, key: str, pairs_by_set: dict[str, list], run: Path, metrics
 
 
 def wins(means: dict, base: dict, metrics: list[str]) -> tuple[int, float]:
-    """(number of (dataset, metric) means above the base's, mean relative gain over the base)."""
+    """(number of (dataset, metric) means better than the base's, mean relative gain over the base;
+    a gain is positive where the metric is better, as :mod:`fusecli.metrics` registers its direction)."""
     count, gains = 0, []
     for name in base:
         for m in metrics:
             a, b = means[name][m], base[name][m]
             if math.isnan(a) or math.isnan(b):
                 continue
-            count += a > b
-            gains.append((a - b) / abs(b) if b else 0.0)
+            gain = (a - b) if get_metric(m).higher_is_better else (b - a)
+            count += gain > 0
+            gains.append(gain / abs(b) if b else 0.0)
     return count, sum(gains) / max(1, len(gains))
 
 

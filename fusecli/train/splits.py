@@ -56,8 +56,9 @@ from typing import TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["HARVARD_DATASETS", "HELD_OUT_EVERY", "VALIDATION_EVERY", "SPLIT_CHOICES", "PARTS", "validation_split", "harvard_split", "has_fixed_split",
-           "split_stems", "select_pairs", "MEFB_SCENES", "mefb_split", "ROADSCENE_NIGHT", "roadscene_split"]
+__all__ = ["HARVARD_DATASETS", "HELD_OUT_EVERY", "VALIDATION_EVERY", "SPLIT_CHOICES", "PARTS", "harvard_split",
+           "validation_split", "has_fixed_split", "split_stems", "select_pairs", "MEFB_SCENES", "mefb_split",
+           "ROADSCENE_NIGHT", "roadscene_split"]
 
 #: every HELD_OUT_EVERY-th sorted stem (0-based positions 4, 9, 14, ...) is held out
 HELD_OUT_EVERY = 5
