@@ -225,7 +225,7 @@ def degrade_inputs(v: torch.Tensor, probability: float, rng: np.random.Generator
 
 def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, step: int = 0,
                 pixel: float = 1.0, lgde: float = DERUN_LGDE_WEIGHT, intensity: float = 0.0, gradient: float = 0.0,
-                degrade: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                ssim: float = 0.0, degrade: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """DeRUN eq. 14: ``pixel * MSE(X, U) + lgde * MSE(LGDE(X), LGDE(V))`` with X = model(U, V) and the
     paper's weights 1 and 10 (``gamma``).
 
@@ -235,6 +235,8 @@ def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, s
 
     fusecli's options (0 in the paper): ``intensity`` / ``gradient`` add
     :func:`intensity_gradient_loss` (``L1(X, max(U, V))``, ``L1(|Sobel X|, max(|Sobel U|, |Sobel V|))``);
+    ``ssim`` adds ``(ssim_loss(X, U) + ssim_loss(X, V)) / 2`` (structural similarity to both sources,
+    the SSIM term of EFRUFN's IVF loss; :func:`fusecli.losses.ssim_loss`, 11x11 window);
     ``degrade`` is the probability that the network sees a degraded V (:func:`degrade_inputs`,
     random kind and level; the random stream is a function of ``step``, so a resumed run draws the
     same) while the loss still compares X with the clean sources: it learns to take V's structure,
@@ -253,6 +255,9 @@ def _derun_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, s
     if intensity or gradient:
         term, more = intensity_gradient_loss(x, u, v, intensity=intensity, gradient=gradient)
         loss, logs = loss + term, {**logs, **more}
+    if ssim:
+        term = (ssim_loss(x, u) + ssim_loss(x, v)) / 2
+        loss, logs["ssim"] = loss + ssim * term, term.item()
     return loss, logs
 
 
@@ -264,7 +269,8 @@ RECIPES["derun"] = Recipe(
                 "epochs then x0.9 every 10 epochs; 150 epochs, batch 4 (DeRUN, ICCV 2023; crop size and "
                 "flips are fusecli's choice, the paper gives none); options: pixel=1 and lgde=10 weigh eq. 14's "
                 "terms; fusecli's additions, 0 in the paper: intensity and gradient weigh "
-                "L1(X, max(U, V)) and L1(|Sobel X|, max(|Sobel U|, |Sobel V|)), degrade is the probability "
+                "L1(X, max(U, V)) and L1(|Sobel X|, max(|Sobel U|, |Sobel V|)), ssim the mean SSIM loss to U and V, "
+                "degrade is the probability "
                 "of a degraded V input (random visible kind and level; the loss sees the clean sources)",
     loss=_derun_loss,
     param_groups=_one_group,
@@ -272,7 +278,8 @@ RECIPES["derun"] = Recipe(
     paired=True,
     layouts=DERUN_LAYOUTS,
     scheduler=step_decay_after(50, 10, 0.9, epochs=150),
-    options={"pixel": 1.0, "lgde": DERUN_LGDE_WEIGHT, "intensity": 0.0, "gradient": 0.0, "degrade": 0.0},
+    options={"pixel": 1.0, "lgde": DERUN_LGDE_WEIGHT, "intensity": 0.0, "gradient": 0.0, "ssim": 0.0,
+             "degrade": 0.0},
 )
 
 
