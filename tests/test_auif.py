@@ -23,8 +23,10 @@ def _ramp_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
     return (smooth + 0.15 * torch.rand(h, w, generator=g)).clamp(0, 1)[None, None]
 
 
-def test_official_checkpoint_loads_strict(official_auif_dir):
-    state, _ = load_state_dict(official_auif_dir)
+def test_official_layout_loads_strict(official_checkpoints):
+    """The authors' three files (../shared; else the shipped weights written in their layout) load
+    strict through convert_official."""
+    state, _ = load_state_dict(official_checkpoints / "auif")
     assert len(state) == 186  # 2 encoders x 10 layers x 9 tensors + 6 decoder tensors
     model = AUIF()
     result = model.load_state_dict(convert_official(state), strict=True)

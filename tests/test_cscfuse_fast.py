@@ -1,7 +1,9 @@
 """The fast inference path of CSC-IVF and CSC-MSF (fusecli.models._csc_fast) against the reference
 path (``path="reference"``, the module-by-module computation): encoders, decoder, fusion rules, odd
 sizes and batches, and the 8-bit outputs users get (at most 1 grey level apart, >= 99.9 % identical)
-on the samples and on TNO with the official checkpoint."""
+on the samples, and at TNO's and CAVE's sizes with checkpoints in the official layouts (the
+official files on TNO and CAVE with ../shared; else stand-ins: conftest's official_checkpoints,
+ivf_pairs and cave_balloons)."""
 
 from __future__ import annotations
 
@@ -18,22 +20,7 @@ from fusecli.models.cscfuse_ivf import CSCIVF, CSCIVFConfig
 from fusecli.models.cscfuse_msf import CSCMSF, CSCMSFConfig
 from fusecli.models.layers import box_blur
 
-from .conftest import SAMPLES
-
-
-def _randomise_norms(model: torch.nn.Module, seed: int) -> None:
-    """Non-trivial BatchNorm statistics and some negative soft thresholds (as trained weights have)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=g) * 0.1)
-            if hasattr(module, "theta") and isinstance(module.theta, torch.nn.Parameter):
-                module.theta.copy_(torch.randn(module.theta.shape, generator=g) * 0.05)
+from .conftest import SAMPLES, randomise_norms, synth_cube
 
 
 def _pair(h: int, w: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +33,7 @@ def _pair(h: int, w: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, 
 def _ivf(fusion: str = "saliency", seed: int = 0) -> tuple[CSCIVF, CSCIVF]:
     torch.manual_seed(seed)
     fast = CSCIVF(CSCIVFConfig(fusion=fusion))
-    _randomise_norms(fast, seed)
+    randomise_norms(fast, seed)
     ref = CSCIVF(CSCIVFConfig(fusion=fusion, path="reference"))
     ref.load_state_dict(fast.state_dict())
     return fast.eval(), ref.eval()
@@ -135,12 +122,15 @@ def test_samples_fuse_the_same_in_8_bits():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["01.png"])
-def test_tno_pair_with_the_official_checkpoint_fuses_the_same_in_8_bits(official_csc_ivf_dir, tno_dir, name):
-    ir, _ = read_image(tno_dir / "ir" / name)
-    vis, _ = read_image(tno_dir / "vis" / name)
-    fast = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir)
-    ref = create_model("cscfuse-ivf", checkpoint=official_csc_ivf_dir, path="reference")
+def test_official_layout_checkpoint_fuses_the_same_in_8_bits_at_tno_size(official_checkpoints, ivf_pairs):
+    """The official CSC-IVF files on TNO pair 01 (576x768); else the shipped weights in their layout
+    on the samples mirrored to that size."""
+    (pair,) = ivf_pairs("01", size=(576, 768))
+    ir, _ = read_image(pair.ir)
+    vis, _ = read_image(pair.vis)
+    checkpoint = official_checkpoints / "cscfuse" / "CSC-IVF"
+    fast = create_model("cscfuse-ivf", checkpoint=checkpoint)
+    ref = create_model("cscfuse-ivf", checkpoint=checkpoint, path="reference")
     _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
 
 
@@ -149,7 +139,7 @@ def test_tno_pair_with_the_official_checkpoint_fuses_the_same_in_8_bits(official
 def _msf(seed: int = 0, **config) -> tuple[CSCMSF, CSCMSF]:
     torch.manual_seed(seed)
     fast = CSCMSF(CSCMSFConfig(channels=32, **config))
-    _randomise_norms(fast, seed)
+    randomise_norms(fast, seed)
     ref = CSCMSF(CSCMSFConfig(channels=32, path="reference", **config))
     ref.load_state_dict(fast.state_dict())
     return fast.eval(), ref.eval()
@@ -202,24 +192,24 @@ def test_msf_box_sums_of_bands_equal_the_window_sums_inside_the_image():
 def test_msf_synthetic_cube_from_the_samples_is_the_same_in_8_bits():
     rgb, _ = read_image(SAMPLES / "vis_color.png")
     guide = rgb[..., :200, :240].contiguous()
-    wavelengths = torch.linspace(400, 700, 31)
-    basis = torch.stack([torch.exp(-0.5 * ((wavelengths - c) / 40) ** 2) for c in (610.0, 545.0, 450.0)])
-    cube = torch.einsum("bchw,cl->blhw", torch.nn.functional.avg_pool2d(guide, 2), basis)
-    cube = cube / cube.max()
+    cube = synth_cube(torch.nn.functional.avg_pool2d(guide, 2))
     fast, ref = _msf()
     with torch.inference_mode():
         _assert_8bit_close(fast(cube, guide).clamp(0, 1), ref(cube, guide).clamp(0, 1))
 
 
 @pytest.mark.slow
-def test_cave_crop_with_the_official_checkpoint_is_the_same_in_8_bits(official_cscfuse_dir, cave_dir):
+def test_cave_crop_with_an_official_layout_checkpoint_is_the_same_in_8_bits(official_checkpoints, cave_balloons):
+    """The official CSC-MSF file on a 256x256 crop of CAVE's balloons; else seeded weights in its
+    layout on the stand-in scene made from the colour sample."""
     from fusecli.io import read_cube
 
-    full, _ = read_cube(cave_dir / "balloons_ms")
-    rgb, _ = read_image(cave_dir / "balloons_ms" / "balloons_RGB.bmp")
+    full, _ = read_cube(cave_balloons)
+    rgb, _ = read_image(cave_balloons / "balloons_RGB.bmp")
     guide = rgb[..., 128:384, 128:384].contiguous()
     cube = torch.nn.functional.avg_pool2d(full[..., 128:384, 128:384], 2)
-    fast = create_model("cscfuse-msf", checkpoint=official_cscfuse_dir / "CSC-MSF")
-    ref = create_model("cscfuse-msf", checkpoint=official_cscfuse_dir / "CSC-MSF", path="reference")
+    checkpoint = official_checkpoints / "cscfuse" / "CSC-MSF"
+    fast = create_model("cscfuse-msf", checkpoint=checkpoint)
+    ref = create_model("cscfuse-msf", checkpoint=checkpoint, path="reference")
     with torch.inference_mode():
         _assert_8bit_close(fast(cube, guide).clamp(0, 1), ref(cube, guide).clamp(0, 1))

@@ -203,10 +203,10 @@ def test_untrained_derun_is_the_classical_solver():
 
 
 @pytest.mark.slow
-def test_untrained_derun_is_the_classical_solver_on_tno(tno_dir):
-    for pair in ("01", "14"):  # one test: one skip without ../shared
-        assert _untrained_vs_admm(*_luminance_pair(tno_dir / "ir" / f"{pair}.png",
-                                                   tno_dir / "vis" / f"{pair}.png")) <= 1.0, pair
+def test_untrained_derun_is_the_classical_solver_at_tno_size(ivf_pairs):
+    """As above on TNO pairs 01 and 14 (without ../shared: the samples mirrored to TNO 01's 576x768)."""
+    for pair in ivf_pairs("01", "14", size=(576, 768)):
+        assert _untrained_vs_admm(*_luminance_pair(pair.ir, pair.vis)) <= 1.0, pair.source
 
 
 def test_random_initialisation_stays_selectable():

@@ -236,7 +236,10 @@ def test_peak_memory_of_a_training_step_is_flat_in_iterations():
 # ------------------------------------------------------------------ official checkpoint and CLI
 
 
-def test_official_efrufn_checkpoint_loads_strict(official_efrufn_file):
+def test_official_layout_efrufn_checkpoint_loads_strict(official_checkpoints):
+    """The authors' EFRUFN file (../shared; else the shipped efrufn.ivf in its layout, trained with
+    the same unused 64->32 convolution) loads strict with the stored Swin-V2 buffers."""
+    official_efrufn_file = official_checkpoints / "frufn" / "ufnet_deq_deeper_ivf.pth"
     model = create_model("efrufn", checkpoint=official_efrufn_file)
     raw = torch.load(official_efrufn_file, map_location="cpu", weights_only=True)
     assert len(model.state_dict()) == len(raw) == 140
@@ -251,18 +254,21 @@ def test_official_efrufn_checkpoint_loads_strict(official_efrufn_file):
     assert w.abs().max().item() <= 1 / math.sqrt(64 * 9) + 1e-6
 
 
-def test_official_efrufn_map_is_contractive_with_injection(official_efrufn_file, tno_dir):
+def test_official_efrufn_map_is_contractive_with_injection(official_checkpoints, ivf_pairs):
     """The evidence for the wiring: with the visible features injected at every step (the default),
     the official weights give a map that 5 Anderson steps solve to ~1 % relative residual and more
-    iterations do not change the image; the literal eq. 17 update (F + M * T) does not converge."""
+    iterations do not change the image; the literal eq. 17 update (F + M * T) does not converge.
+    On a crop of TNO 08; without ../shared, the shipped efrufn.ivf in the official layout on the samples."""
     from fusecli import read_image
     from fusecli.color import split_luma
 
-    ir = split_luma(read_image(tno_dir / "ir" / "08.png")[0])[0][..., 112:144, 112:144]
-    vis = split_luma(read_image(tno_dir / "vis" / "08.png")[0])[0][..., 112:144, 112:144]
+    (pair,) = ivf_pairs("08")
+    ir = split_luma(read_image(pair.ir)[0])[0][..., 112:144, 112:144]
+    vis = split_luma(read_image(pair.vis)[0])[0][..., 112:144, 112:144]
     infos, outs = {}, {}
     for update, iters in (("inject", 5), ("inject", 10), ("residual", 5)):
-        model = create_model("efrufn", checkpoint=official_efrufn_file, update=update, tol=0.0)
+        model = create_model("efrufn", checkpoint=official_checkpoints / "frufn" / "ufnet_deq_deeper_ivf.pth",
+                             update=update, tol=0.0)
         with torch.no_grad():
             out, _, infos[update, iters] = model.forward_with_info(ir, vis, solver_iters=iters)
         outs[update, iters] = out.clamp(0, 1)
@@ -308,22 +314,21 @@ def test_cli_fuses_odd_colour_pair_with_shipped_efrufn(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, want", [
-    ("efrufn", {"EN": 6.7358, "SCD": 1.5185, "VIF": 0.8529}),
-    ("frufn", {"EN": 6.3735, "SCD": 1.4308, "VIF": 0.8596}),
-])
-def test_shipped_ivf_weights_reproduce_their_tno_figures(name, want, tno_dir, tmp_path):
+def test_shipped_ivf_weights_reproduce_their_tno_figures(tno_dir, tmp_path):
     """weights/<model>.ivf (the default) on TNO pair 08, held out from training: the EN / SCD / VIF
-    that the card's evaluation measured for this pair (runs/<model>-eval/tno8.json)."""
+    that the card's evaluation measured for this pair (runs/<model>-eval/tno8.json). Both models in
+    one test: one skip without ../shared."""
     from fusecli import fuse_files
     from fusecli.metrics import evaluate_arrays
 
-    model = create_model(name)
-    assert model.weights_info.startswith(f"{name}.ivf")
-    out = tmp_path / "08.png"
-    fuse_files(model, [tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"], out)
-    fused, ir, vis = (cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float64)
-                      for p in (out, tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"))
-    got = evaluate_arrays(fused, [ir, vis], list(want))
-    for metric, value in want.items():
-        assert got[metric] == pytest.approx(value, abs=2e-3), metric
+    for name, want in (("efrufn", {"EN": 6.7358, "SCD": 1.5185, "VIF": 0.8529}),
+                       ("frufn", {"EN": 6.3735, "SCD": 1.4308, "VIF": 0.8596})):
+        model = create_model(name)
+        assert model.weights_info.startswith(f"{name}.ivf")
+        out = tmp_path / f"{name}-08.png"
+        fuse_files(model, [tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"], out)
+        fused, ir, vis = (cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(np.float64)
+                          for p in (out, tno_dir / "ir" / "08.png", tno_dir / "vis" / "08.png"))
+        got = evaluate_arrays(fused, [ir, vis], list(want))
+        for metric, value in want.items():
+            assert got[metric] == pytest.approx(value, abs=2e-3), (name, metric)

@@ -170,13 +170,15 @@ def test_shipped_weights_fast_equals_reference_on_samples(model):
 
 
 @pytest.mark.slow
-def test_tno_pair_fast_equals_reference_with_official_efrufn(official_efrufn_file, tno_dir):
+def test_tno_pair_fast_equals_reference_with_official_layout_efrufn(official_checkpoints, ivf_pairs):
     """TNO pair 10 (640x480, the issue's benchmark size, cropped to 320x240 to keep the test short)
     with the official EFRUFN checkpoint (FRUFN's are not public: its shipped weights are checked on
-    the samples above)."""
-    ir = split_luma(read_image(tno_dir / "ir" / "10.png")[0])[0][..., 120:360, 160:480]
-    vis = split_luma(read_image(tno_dir / "vis" / "10.png")[0])[0][..., 120:360, 160:480]
-    _fast_equals_reference("efrufn", ir, vis, checkpoint=official_efrufn_file)
+    the samples above); without ../shared, the shipped efrufn.ivf in the official file's layout on
+    the samples mirrored to 640x480 and cropped the same way."""
+    (pair,) = ivf_pairs("10", size=(480, 640))
+    ir = split_luma(read_image(pair.ir)[0])[0][..., 120:360, 160:480]
+    vis = split_luma(read_image(pair.vis)[0])[0][..., 120:360, 160:480]
+    _fast_equals_reference("efrufn", ir, vis, checkpoint=official_checkpoints / "frufn" / "ufnet_deq_deeper_ivf.pth")
 
 
 def test_window_plans_made_during_inference_serve_training():

@@ -15,7 +15,7 @@ from fusecli.metrics import evaluate_arrays, get_metric, list_metrics
 from fusecli.metrics.similarity import qabf, q_g, rmse
 from fusecli.metrics.structural import q_c, q_y, uiqi, uiqi_pair
 
-from .conftest import TNO, fusion_triplet
+from .conftest import fusion_triplet
 
 
 def _flat_triplet(h: int = 45, w: int = 53, seed: int = 0):
@@ -94,21 +94,38 @@ def test_uiqi_flat_window_cases():
     assert uiqi_pair(sat, ramp).item() == pytest.approx(img_qi_loops(sat, ramp), rel=1e-12)
 
 
-def test_uiqi_on_tno_34_with_the_max_rule():
-    """Regression: img_qi.m averaged over the sources gives 0.538 on TNO 34 with F = max(A, B)
-    (Q(A,F) = 0.525, Q(B,F) = 0.551). The 0.95 quoted in issue 13 comes from a modified img_qi.m
-    ('same' zero padding and σ_x σ_y in place of σ_xy, i.e. without the correlation term)."""
+def _gray(*paths) -> list[np.ndarray]:
+    """Image files as 0..255 float gray arrays."""
     cv2 = pytest.importorskip("cv2")
-    if not (TNO / "ir" / "34.png").exists():
-        pytest.skip("../shared/datasets/tno is absent")
-    a = cv2.imread(str(TNO / "ir" / "34.png"), cv2.IMREAD_GRAYSCALE).astype(float)
-    b = cv2.imread(str(TNO / "vis" / "34.png"), cv2.IMREAD_GRAYSCALE).astype(float)
+    return [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE).astype(float) for p in paths]
+
+
+def test_uiqi_equals_img_qi_on_an_ivf_crop_with_the_max_rule(ivf_pairs):
+    """A loop check on a real crop, F = max(A, B): TNO 34 (else the samples)."""
+    (pair,) = ivf_pairs("34")
+    a, b = _gray(pair.ir, pair.vis)
+    f = np.maximum(a, b)
+    crop = (slice(100, 140), slice(200, 250))
+    assert uiqi_pair(a[crop], f[crop]).item() == pytest.approx(img_qi_loops(a[crop], f[crop]), rel=1e-12)
+
+
+def test_issue_13_figures_on_tno(tno_dir):
+    """Regressions on TNO files (one test: one skip without ../shared).
+
+    img_qi.m averaged over the sources gives 0.538 on TNO 34 with F = max(A, B) (Q(A,F) = 0.525,
+    Q(B,F) = 0.551). The 0.95 quoted in issue 13 comes from a modified img_qi.m ('same' zero
+    padding and σ_x σ_y in place of σ_xy, i.e. without the correlation term).
+
+    Issue 13's figures on TNO 05 with F = (A + B) / 2: Q_G 0.3748, Qabf 0.3613."""
+    a, b = _gray(tno_dir / "ir" / "34.png", tno_dir / "vis" / "34.png")
     f = np.maximum(a, b)
     assert uiqi_pair(a, f).item() == pytest.approx(0.52543, abs=1e-5)
     assert uiqi_pair(b, f).item() == pytest.approx(0.55120, abs=1e-5)
     assert uiqi(f, [a, b]).item() == pytest.approx(0.53831, abs=1e-5)
-    crop = (slice(100, 140), slice(200, 250))  # a loop check on a real crop
-    assert uiqi_pair(a[crop], f[crop]).item() == pytest.approx(img_qi_loops(a[crop], f[crop]), rel=1e-12)
+    a, b = _gray(tno_dir / "ir" / "05.png", tno_dir / "vis" / "05.png")
+    f = (a + b) / 2
+    assert q_g(f, [a, b]).item() == pytest.approx(0.37478, abs=5e-5)
+    assert qabf(f, [a, b]).item() == pytest.approx(0.36131, abs=5e-5)
 
 
 # ---------------------------------------------------------------- RMSE: VIFB metricsRmse.m
@@ -225,16 +242,12 @@ def test_q_g_properties():
     assert spec.higher_is_better and spec.needs == "pair"
 
 
-def test_q_g_and_qabf_on_tno_05_with_the_mean_rule():
-    """Regression on issue 13's figures: TNO 05, F = (A + B) / 2: Q_G 0.3748, Qabf 0.3613."""
-    cv2 = pytest.importorskip("cv2")
-    if not (TNO / "ir" / "05.png").exists():
-        pytest.skip("../shared/datasets/tno is absent")
-    a = cv2.imread(str(TNO / "ir" / "05.png"), cv2.IMREAD_GRAYSCALE).astype(float)
-    b = cv2.imread(str(TNO / "vis" / "05.png"), cv2.IMREAD_GRAYSCALE).astype(float)
+def test_q_g_equals_metric_xydeas_on_an_ivf_crop_with_the_mean_rule(ivf_pairs):
+    """A loop check on a real crop, F = (A + B) / 2: TNO 05 (else the samples; issue 13's figures on
+    the whole of TNO 05: test_issue_13_figures_on_tno)."""
+    (pair,) = ivf_pairs("05")
+    a, b = _gray(pair.ir, pair.vis)
     f = (a + b) / 2
-    assert q_g(f, [a, b]).item() == pytest.approx(0.37478, abs=5e-5)
-    assert qabf(f, [a, b]).item() == pytest.approx(0.36131, abs=5e-5)
     crop = (slice(60, 110), slice(100, 160))
     assert q_g(f[crop], [a[crop], b[crop]]).item() == pytest.approx(
         metric_xydeas(a[crop], b[crop], f[crop]), rel=1e-12)
@@ -324,13 +337,20 @@ def test_q_c_q_y_equal_the_m_files_on_flat_regions():
     assert q_c(mean_rule, [a, b]).item() == pytest.approx(metric_cvejic_exact(a, b, mean_rule), rel=1e-10)
 
 
-def test_q_c_on_a_tno_crop_with_flat_windows():
-    """TNO 05 with F = max(A, B) has windows constant in a source and in F: full size, the
-    round-off-signed value was 8.9e-4 above the exact one, on this crop 0.025."""
-    cv2 = pytest.importorskip("cv2")
-    if not (TNO / "ir" / "05.png").exists():
-        pytest.skip("../shared/datasets/tno is absent")
-    a = cv2.imread(str(TNO / "ir" / "05.png"), cv2.IMREAD_GRAYSCALE).astype(float)[70:111, 170:217]
-    b = cv2.imread(str(TNO / "vis" / "05.png"), cv2.IMREAD_GRAYSCALE).astype(float)[70:111, 170:217]
+def test_q_c_on_an_ivf_crop_with_flat_windows(ivf_pairs):
+    """TNO 05 with F = max(A, B) has windows constant in a source and in F (its IR saturates on a
+    hot target): full size, the round-off-signed value was 8.9e-4 above the exact one, on this
+    crop 0.025. Without ../shared: the samples with the IR's gain raised 1.5x, so that the warm
+    people and car saturate the same way, on a crop around them."""
+    (pair,) = ivf_pairs("05")
+    a, b = _gray(pair.ir, pair.vis)
+    if pair.source == "samples":
+        a, crop = np.minimum(a * 1.5, 255).round(), (slice(120, 161), slice(222, 269))
+    else:
+        crop = (slice(70, 111), slice(170, 217))
+    a, b = a[crop], b[crop]
     f = np.maximum(a, b)
+    windows = [np.lib.stride_tricks.sliding_window_view(x, (7, 7)) for x in (a, f)]
+    flat = [w.max(axis=(2, 3)) == w.min(axis=(2, 3)) for w in windows]
+    assert (flat[0] & flat[1]).any()  # the case this test is about
     assert q_c(f, [a, b]).item() == pytest.approx(metric_cvejic_exact(a, b, f), rel=1e-10)

@@ -22,6 +22,8 @@ from fusecli.train.data import PairedCrops, collect_pairs, load_pair
 from fusecli.train.recipes import DERUN_DEGRADE_KINDS, degrade_inputs
 from fusecli.train.splits import harvard_split, select_pairs, split_stems, validation_split
 
+from .conftest import SHARED
+
 TINY = {"stages": 1, "margin": 2}  # one unrolled stage: the loop and the loss are what is tested here
 
 
@@ -152,20 +154,6 @@ def test_validation_part_is_every_eighth_train_stem_and_fit_is_the_rest(tmp_path
         select_pairs(tmp_path / "llvip", items, "val")
 
 
-@pytest.mark.parametrize("fixture, pairs, held, first_held", [
-    ("harvard_mri_pet_dir", 269, 53, ["25019", "25024", "25029"]),
-    ("harvard_mri_spect_dir", 357, 71, ["10011", "10016", "10021"]),
-])
-def test_shared_medical_split_is_pinned(request, fixture, pairs, held, first_held):
-    dataset = request.getfixturevalue(fixture)
-    scan = scan_pairs(dataset)
-    test_part = select_pairs(dataset, scan.pairs, "test")
-    train_part = select_pairs(dataset, scan.pairs, "train")
-    assert len(scan.pairs) == pairs and len(test_part) == held and len(train_part) == pairs - held
-    assert [p.stem for p in test_part[:3]] == first_held
-    assert {p.stem for p in train_part}.isdisjoint(p.stem for p in test_part)
-
-
 # --- the recipe ----------------------------------------------------------------------------------
 
 def test_derun_loss_decreases_on_a_tiny_overfit_run(tmp_path, one_thread):
@@ -205,7 +193,7 @@ def test_derun_degrade_option_feeds_a_degraded_v_and_scores_against_the_clean_on
     from fusecli.train.recipes import DERUN_LGDE_SOFTNESS
     model = create_model("derun", weights=None, stages=1, margin=2)
     recipe = RECIPES["derun"]
-    assert recipe.options == {"pixel": 1.0, "lgde": 10.0, "intensity": 0.0, "gradient": 0.0, "degrade": 0.0}
+    assert recipe.options == {"pixel": 1.0, "lgde": 10.0, "intensity": 0.0, "gradient": 0.0, "ssim": 0.0, "degrade": 0.0}
     loss, logs = recipe.loss(model, (u, v), step=7, degrade=1.0)
     x = model(u, degrade_inputs(v, 1.0, np.random.default_rng([7, 14])))  # the step's own stream
     expected = torch.mean((x - u) ** 2) + 10 * lgde_loss(x, v, softness=DERUN_LGDE_SOFTNESS)  # clean V
@@ -229,6 +217,12 @@ def test_derun_loss_terms_are_weighed_by_the_options(one_thread):
     assert ours.item() == pytest.approx(intensity_gradient_loss(x, u, v, intensity=1, gradient=4)[0].item(), rel=1e-5)
     both, _ = loss_fn(model, (u, v), intensity=1, gradient=4)
     assert both.item() == pytest.approx(paper.item() + ours.item(), rel=1e-5)
+    from fusecli.losses import ssim_loss
+    structural, logs = loss_fn(model, (u, v), pixel=0, lgde=0, ssim=3)
+    assert set(logs) == {"ssim"}
+    expected = (ssim_loss(x, u) + ssim_loss(x, v)) / 2
+    assert logs["ssim"] == pytest.approx(expected.item(), rel=1e-5)
+    assert structural.item() == pytest.approx(3 * expected.item(), rel=1e-5)
 
 
 def test_derun_schedule_follows_the_paper_and_scales():
@@ -361,8 +355,13 @@ def test_medical_fusion_keeps_the_pet_chroma_and_fuses_its_luma(name, one_thread
     assert (expect - swapped).abs().mean() > 0.01  # and the role order matters
 
 
-def test_fused_harvard_pet_file_keeps_its_colour(tmp_path, harvard_mri_pet_dir, one_thread):
-    dataset = harvard_mri_pet_dir
+def test_fused_harvard_pet_file_keeps_its_colour(tmp_path, one_thread):
+    """A held-out pair of ../shared's harvard_mri_pet (else of a synthetic one: _write_medical) fused
+    by derun-admm into an 8-bit file: the PET chroma kept, its luma changed (the pins of the real
+    split: test_shared_data)."""
+    dataset = SHARED / "datasets" / "harvard_mri_pet"
+    if not dataset.exists():
+        dataset = _write_medical(tmp_path / "harvard_mri_pet", [f"{25015 + i:05d}" for i in range(5)], size=(64, 64))
     pair = select_pairs(dataset, scan_pairs(dataset).pairs, "test")[0]
     model = create_model("derun-admm")
     fuse_files(model, list(pair.paths), tmp_path / "f.png")
