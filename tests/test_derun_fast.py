@@ -142,6 +142,9 @@ def test_shrinkage_clamped_form_equals_the_branches():
     gx = torch.autograd.grad((x * 1.3).sum(), [a, s.values])
     gy = torch.autograd.grad((y * 1.3).sum(), [a, s.values])
     assert all(torch.allclose(p, q, atol=1e-10) for p, q in zip(gx, gy))
+    with torch.no_grad():  # the inference form (grid_sample), either memory layout, inside and outside the grid
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(s.forward_sampled(a.detach().contiguous(memory_format=layout)), x, atol=1e-12)
 
 
 def _assert_8bit_close(fast: torch.Tensor, ref: torch.Tensor) -> None:
