@@ -407,7 +407,9 @@ class Shrinkage(nn.Module):
         """:meth:`forward_clamped` for inference: the interpolation inside the grid as one bilinear
         ``grid_sample`` of each channel's values (a 1 x knots image per (sample, channel); ``align_corners``
         puts its ends on the first and last control points, ``border`` padding holds ``q_1`` / ``q_N``
-        outside), about 3x faster on a CPU than the two gathers. Same values to float rounding.
+        outside): fewer passes over the maps than the two gathers (the CPU inference path's speed-up over
+        the reference went from 2.1x to 2.9x with it; ``benchmarks/bench_paths.py``). Same values to
+        float rounding.
 
         a: (B, C, H, W) in any memory layout; returns (B, C, H, W), contiguous."""
         b, c, h, w = a.shape
