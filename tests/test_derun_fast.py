@@ -78,6 +78,45 @@ def test_fast_model_equals_reference_in_float64(config):
         assert torch.allclose(fast(u, v), ref(u, v), atol=1e-10)
 
 
+def test_pruned_chain_is_the_same_map_with_fewer_channels():
+    """Silent hidden channels (zero weights in, or zero weights out, also once a neighbour's are
+    dropped) go; the map stays, in float64."""
+    g = torch.Generator().manual_seed(3)
+    w = [torch.randn(6, 1, 3, 3, generator=g, dtype=torch.float64),
+         torch.randn(5, 6, 3, 3, generator=g, dtype=torch.float64),
+         torch.randn(1, 5, 3, 3, generator=g, dtype=torch.float64)]
+    w[0][1] = 0                    # first hidden 1 silent: its own weights are zero
+    w[1][:, 4] = 0                 # first hidden 4 unread by the next layer
+    w[2][0, 2] = 0                 # second hidden 2 unread: its row goes, and with it ...
+    w[1][:, 5] = 0
+    w[1][2, 5] = 1.0               # ... the only reader of first hidden 5 (a cascade)
+    prelu = torch.rand(6, generator=g, dtype=torch.float64)
+    chain = [_derun_fast.Conv(w[0], prelu), _derun_fast.Conv(w[1], torch.rand(5, generator=g, dtype=torch.float64)),
+             _derun_fast.Conv(w[2])]
+    pruned = _derun_fast.prune_chain(chain)
+    assert [c.weight.shape[:2] for c in pruned] == [(3, 1), (4, 3), (1, 4)]
+    x = torch.randn(2, 1, 9, 12, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(_derun_fast.run_chain(x, pruned), _derun_fast.run_chain(x, chain), atol=1e-12)
+
+
+@pytest.mark.parametrize("weights", [None, "derun.roadscene"])
+def test_inference_on_the_live_filters_equals_the_reference_in_float64(weights):
+    """Classical start and shipped weights have silent filters (zero second layers, zero transposes):
+    CPU inference runs on the live ones only (``live_filters``; 2 of 8 here) and its pruned chains,
+    and gives the reference path's result, in float64."""
+    fast = create_model("derun", weights=weights).double().eval()
+    ref = create_model("derun", weights=weights, path="reference").double().eval()
+    ops = [_derun_fast.prune_stage(_derun_fast.fuse_stage(s)) for s in fast.stages]
+    live = _derun_fast.live_filters(ops, fast.stages[0].filters)
+    assert 0 < live.numel() < fast.stages[0].filters
+    dense = _derun_fast.fuse_stage(fast.stages[0]).qa
+    assert sum(c.weight.numel() for c in ops[0].qa) < 0.2 * sum(c.weight.numel() for c in dense)
+    u, v = _pair(37, 45, dtype=torch.float64, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(fast(u, v), ref(u, v), atol=1e-10)
+
+
 @pytest.mark.slow
 def test_tiled_inference_equals_the_whole_image_chains(monkeypatch):
     fast, ref = _models(torch.float32)

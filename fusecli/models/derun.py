@@ -403,7 +403,7 @@ class Shrinkage(nn.Module):
         cell = 2 * (idx.long() + (torch.arange(c, device=a.device) * (self.knots - 1)).view(1, c, 1, 1))
         return torch.take(table, cell) + torch.take(table, cell + 1) * frac + (a - a.clamp(-self.radius, self.radius))
 
-    def forward_sampled(self, a: torch.Tensor) -> torch.Tensor:
+    def forward_sampled(self, a: torch.Tensor, channels: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`forward_clamped` for inference: the interpolation inside the grid as one bilinear
         ``grid_sample`` of each channel's values (a 1 x knots image per (sample, channel); ``align_corners``
         puts its ends on the first and last control points, ``border`` padding holds ``q_1`` / ``q_N``
@@ -411,9 +411,10 @@ class Shrinkage(nn.Module):
         the reference went from 2.1x to 2.9x with it; ``benchmarks/bench_paths.py``). Same values to
         float rounding.
 
-        a: (B, C, H, W) in any memory layout; returns (B, C, H, W), contiguous."""
+        a: (B, C, H, W) in any memory layout (``channels``: which of the maps its C channels are;
+        all if None); returns (B, C, H, W), contiguous."""
         b, c, h, w = a.shape
-        q = torch.cummax(self.values, dim=1).values.to(a.dtype)
+        q = torch.cummax(self.values if channels is None else self.values[channels], dim=1).values.to(a.dtype)
         table = q.view(1, c, 1, 1, self.knots).expand(b, -1, -1, -1, -1).reshape(b * c, 1, 1, self.knots)
         grid = a.new_empty(b * c, h, w, 2)  # (x, y): y = 0, the table's one row
         grid[..., 1].zero_()
@@ -605,7 +606,12 @@ class Stage(nn.Module):
         channels, else one kernel each into the sharing and the specific branches, else into the
         specific branches. A Sobel output ``o`` reads hidden channel ``o``, which passes the image
         through (a centred impulse); the other hidden channels keep their random first layer and
-        get zero second-layer weights, so they start silent but receive gradients.
+        get zero second-layer weights. The filters other than the Sobel pair start silent, and stay
+        so: their outputs are read by ``T^T`` with zero weights and their maps (E, F, H, G) are zero,
+        so the gradients of those zero weights are exactly zero (measured: ``T``'s specific second
+        layers and ``T^T``'s specific first layers get none), and training keeps them at zero (the
+        shipped weights: 2 live filters of 8 in every stage). Inference skips them
+        (:func:`~fusecli.models._derun_fast.live_filters`).
         """
         sob = sobel_kernels(self.rho.dtype, self.rho.device)
         branches = [b for b in (self.T.spec_l, self.T.spec_k, self.T.share) if b is not None]
@@ -701,12 +707,21 @@ class Stage(nn.Module):
         return State(y, e, f, h, g)
 
     @torch.no_grad()
-    def forward_inference(self, m: torch.Tensor, state: State, ops: _fast.FusedStage) -> State:
+    def forward_inference(self, m: torch.Tensor, state: State, ops: _fast.FusedStage,
+                          live: torch.Tensor | None = None) -> State:
         """:meth:`forward_fused` without autograd: the pointwise updates in place, in bands of rows
         side by side (:func:`~fusecli.models._tasks.run_bands`); the SPM step with its per-filter
-        coefficients collected first. The same arithmetic (to float rounding)."""
+        coefficients collected first. The same arithmetic (to float rounding).
+
+        ``live``: the filters whose maps ``state`` holds and ``ops`` reads and writes
+        (:func:`~fusecli.models._derun_fast.restrict_filters`); all of them if None."""
         run, bands = _fast.run_chain, _tasks.run_bands
-        n, height = self.filters, m.shape[-2]
+        height = m.shape[-2]
+        n = self.filters if live is None else live.numel()
+
+        def own(p: torch.Tensor) -> torch.Tensor:  # (1, filters, 1, 1) -> the live filters'
+            return p if live is None else p[:, live]
+
         e0, f0, h0, g0 = state.e, state.f, state.h, state.g
         tm_k = run(m, ops.t_k)
         z = _fast.empty_channels_last(m, 2 * n)
@@ -723,18 +738,19 @@ class Stage(nn.Module):
 
         def vfm(r: slice) -> None:  # E = S(T_l Y + F), F += phi (T_l Y - E)
             t = ty_l[:, :, r]
-            band = self.shrink.forward_sampled(t + f0[:, :, r])
+            band = self.shrink.forward_sampled(t + f0[:, :, r], live)
             e[:, :, r] = band
-            torch.addcmul(f0[:, :, r], t - band, self.phi, out=f[:, :, r])
+            torch.addcmul(f0[:, :, r], t - band, phi, out=f[:, :, r])
 
+        phi, tau, sigma, omega = own(self.phi), own(self.tau), own(self.sigma), own(self.omega)
         bands(vfm, height)
         d = run(y - m, ops.t_k)
-        jcs = run(run(e, ops.tt_l).div_(n).sub_(m), ops.t_k)
+        jcs = run(run(e, ops.tt_l).div_(self.filters).sub_(m), ops.t_k)
         # grad = 2 mu theta H / (1 + theta H^2) + lambda_h (H - H~) + tau (H - D - G), H~ = eta . (H, D, jcs)
-        theta = self.theta.clamp_min(0)
-        scale = 2 * self.mu * theta
-        c_h = self.lambda_h * (1 - self.eta[0]) + self.tau
-        c_d = self.lambda_h * self.eta[1] + self.tau
+        theta = own(self.theta).clamp_min(0)
+        scale = 2 * own(self.mu) * theta
+        c_h = self.lambda_h * (1 - self.eta[0]) + tau
+        c_d = self.lambda_h * self.eta[1] + tau
         c_j = self.lambda_h * self.eta[2]
         h, g = _fast.empty_channels_last(m, n), _fast.empty_channels_last(m, n)
 
@@ -743,9 +759,9 @@ class Stage(nn.Module):
             grad = (hb * hb).mul_(theta).add_(1)
             torch.div(hb, grad, out=grad).mul_(scale)
             grad.addcmul_(hb, c_h).addcmul_(db, c_d, value=-1).addcmul_(jcs[:, :, r], c_j, value=-1)
-            grad.addcmul_(gb, self.tau, value=-1)
-            hn = torch.addcmul(hb, grad, self.sigma, value=-1, out=h[:, :, r])
-            torch.addcmul(gb, torch.sub(db, hn, out=grad), self.omega, out=g[:, :, r])
+            grad.addcmul_(gb, tau, value=-1)
+            hn = torch.addcmul(hb, grad, sigma, value=-1, out=h[:, :, r])
+            torch.addcmul(gb, torch.sub(db, hn, out=grad), omega, out=g[:, :, r])
 
         bands(spm, height)
         return State(y, e, f, h, g)
@@ -796,9 +812,13 @@ class DeRUN(FusionModel):
             for stage in self.stages:
                 state = stage.forward_fused(m, state, _fast.fuse_stage(stage))
         else:  # CPU inference: one intra-op thread per task, bands of rows side by side
+            ops = [_fast.prune_stage(_fast.fuse_stage(stage)) for stage in self.stages]
+            live = _fast.live_filters(ops, self.stages[0].filters)
+            ops = [_fast.restrict_filters(o, live, self.stages[0].filters) for o in ops]
+            state = State(m, *(t[:, live] for t in state[1:]))
             with _tasks.task_threads():
-                for stage in self.stages:
-                    state = stage.forward_inference(m, state, _fast.fuse_stage(stage))
+                for stage, o in zip(self.stages, ops):
+                    state = stage.forward_inference(m, state, o, live)
         return _crop(state.y + ve, h, w, c.boundary, c.margin).clamp(0, 1)
 
 
