@@ -271,10 +271,14 @@ def swin_layer_fast(layer, x: torch.Tensor, in_ln=None, out_ln=None, chunk_token
         else:
             tokens = tokens.index_select(0, gathers[i])
         outs: list[torch.Tensor | None] = [None] * len(plan.chunks)
+        # with autograd, the chunks as one split (its backward is one concatenation; a slice's
+        # backward writes its gradient into a zero tensor of the whole size, once per chunk)
+        pieces = None if inplace else tokens.split([stop - start for start, stop, _, _ in plan.chunks])
 
-        def work(k: int, i=i, blk=blk, plan=plan, tokens=tokens, bias=bias, scale=scale, qkv_bias=qkv_bias) -> None:
+        def work(k: int, i=i, blk=blk, plan=plan, tokens=tokens, bias=bias, scale=scale, qkv_bias=qkv_bias,
+                 pieces=pieces) -> None:
             start, stop, g0, g1 = plan.chunks[k]
-            chunk = tokens[start:stop]
+            chunk = tokens[start:stop] if pieces is None else pieces[k]
             if i == 0 and in_ln is not None:  # the per-token norms run on the chunk, in cache
                 chunk = F.layer_norm(chunk, (c,), in_ln.weight, in_ln.bias, in_ln.eps)
             mask_col = plan.mask_col[k] if plan.mask_col is not None else None
