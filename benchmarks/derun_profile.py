@@ -4,8 +4,9 @@
     python benchmarks/derun_profile.py --rows 40
 
 Prints the operators by self time, grouped by input shape (the convolutions of the fused chains
-show as their channel counts, the pointwise updates of a stage as (1, 8, H, W) maps), and the
-share of convolutions, of pointwise work on the stage's 8-channel maps and of the rest. Shares are
+show as their channel counts, the pointwise updates of a stage as (1, F, H, W) maps, F the live
+filters: ``fusecli.models._derun_fast.live_filters``), and the share of convolutions, of pointwise
+work on the filter maps and of the rest. Shares are
 what to compare: absolute times follow the machine's load. One torch thread: with more, the fast
 path runs its chains in worker threads of its own (``fusecli.models._tasks``), whose operators the
 profiler does not attribute to this run.
@@ -20,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from fusecli import create_model
+from fusecli.models import _derun_fast
 
 
 def main() -> None:
@@ -40,11 +42,13 @@ def main() -> None:
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+    ops = [_derun_fast.prune_stage(_derun_fast.fuse_stage(s)) for s in model.stages]
+    live = _derun_fast.live_filters(ops, model.stages[0].filters).numel()
     pointwise = sum(e.self_cpu_time_total for e in events if "convolution" not in e.key and e.input_shapes
-                    and e.input_shapes[0][:2] == [1, 8] and len(e.input_shapes[0]) == 4)
-    print(f"derun, 640x480, 1 thread: {wall:.2f} s unprofiled")
-    print(f"self time: convolutions {conv / total:.0%}, pointwise on (1, 8, H, W) maps {pointwise / total:.0%}, "
-          f"other {(total - conv - pointwise) / total:.0%}")
+                    and e.input_shapes[0][:2] == [1, live] and len(e.input_shapes[0]) == 4)
+    print(f"derun, 640x480, 1 thread: {wall:.2f} s unprofiled; {live} live filters of {model.stages[0].filters}")
+    print(f"self time: convolutions {conv / total:.0%}, pointwise on the ({live}-channel) filter maps "
+          f"{pointwise / total:.0%}, other {(total - conv - pointwise) / total:.0%}")
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=28,
                        max_shapes_column_width=70))
 
