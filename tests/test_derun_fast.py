@@ -16,7 +16,7 @@ from fusecli.models import _derun_fast, _tasks
 from fusecli.models.derun import DeRUN, DeRUNConfig, Shrinkage
 from fusecli.train import RECIPES
 
-from .conftest import SAMPLES, mirrored
+from .conftest import SAMPLES
 
 
 def _perturb(model: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
@@ -200,8 +200,10 @@ def test_samples_fuse_the_same_in_8_bits():
 
 
 @pytest.mark.slow
-def test_a_full_size_pair_with_the_shipped_weights_fuses_the_same_in_8_bits():
-    """At TNO's 576x768 (the samples mirrored to fill it), as the TNO pair 01 this test first used."""
-    ir, vis = (mirrored(read_image(SAMPLES / f"{name}.png")[0], 576, 768) for name in ("ir", "vis"))
+def test_full_size_pairs_with_the_shipped_weights_fuse_the_same_in_8_bits(ivf_pairs):
+    """TNO pairs 01 (576x768) and 12 (328x595) with the shipped weights (the fast path skipping their
+    silent filters); without ../shared the samples mirrored to 576x768."""
     fast, ref = create_model("derun"), create_model("derun", path="reference")
-    _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
+    for pair in ivf_pairs("01", "12", size=(576, 768)):
+        ir, vis = read_image(pair.ir)[0], read_image(pair.vis)[0]
+        _assert_8bit_close(fuse_tensors(fast, [ir, vis]), fuse_tensors(ref, [ir, vis]))
