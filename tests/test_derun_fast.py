@@ -112,7 +112,7 @@ def test_inference_on_the_live_filters_equals_the_reference_in_float64(weights):
     assert 0 < live.numel() < fast.stages[0].filters
     dense = _derun_fast.fuse_stage(fast.stages[0]).qa
     assert sum(c.weight.numel() for c in ops[0].qa) < 0.2 * sum(c.weight.numel() for c in dense)
-    u, v = _pair(37, 45, dtype=torch.float64, seed=4)
+    u, v = _pair(37, 45, batch=2, dtype=torch.float64, seed=4)
     with torch.no_grad():
         assert torch.allclose(fast(u, v), ref(u, v), atol=1e-10)
 
