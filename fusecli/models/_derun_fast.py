@@ -17,6 +17,12 @@ takes this path too and its gradients are the reference's):
   commutes with circular convolutions, so valid convolutions on the padded map are exact).
 
 Channels-last memory after the first convolution (oneDNN's fast layout for few channels).
+
+Inference (no autograd) also drops what the weights leave silent, exactly: hidden channels whose
+weights in or out are all zero (:func:`prune_chain`), and the filters that no stage's ``T^T`` reads
+(:func:`live_filters`, :func:`restrict_filters`): from the classical start 6 of the 8 filters stay
+silent in training, so the shipped weights run on 2. ``C -> 1`` convolutions run as a depthwise one
+and a sum over channels (:func:`_to_one`).
 """
 
 from __future__ import annotations
@@ -29,8 +35,8 @@ from torch import nn
 
 from . import _tasks
 
-__all__ = ["Conv", "FusedStage", "fuse_stage", "prune_stage", "live_filters", "restrict_filters", "run_chain", "channels_last", "circular_pad", "empty_channels_last",
-           "TILE_ROWS"]
+__all__ = ["Conv", "FusedStage", "fuse_stage", "prune_chain", "prune_stage", "live_filters", "restrict_filters",
+           "run_chain", "channels_last", "circular_pad", "empty_channels_last", "TILE_ROWS"]
 
 
 class Conv(NamedTuple):
