@@ -249,8 +249,9 @@ def _one_out(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def _to_one(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """A valid ``C -> 1`` 3x3 convolution of channels-last ``x`` (B, C, H, W) as a depthwise one and
     a sum over channels (a matrix product with ones): oneDNN runs ``C -> 1`` at a small fraction of
-    its rate; this is 1.8-3x faster at C = 2 to 16 (one thread, 674x130 tiles). Same values to float
-    rounding (the sum's order differs). Returns (B, 1, H - 2, W - 2), channels-last memory."""
+    its rate; this is 1.8-2.8x faster at C = 2 to 16 (``python benchmarks/derun_to_one.py``: one
+    thread, 130x674 tiles). Same values to float rounding (the sum's order differs). Returns
+    (B, 1, H - 2, W - 2), channels-last memory."""
     c = weight.shape[1]
     per_channel = F.conv2d(x, weight.reshape(c, 1, *weight.shape[2:]), groups=c)
     ones = weight.new_ones(c, 1)
