@@ -5,7 +5,7 @@
 
 Prints the operators by self time, grouped by input shape (the convolutions of the fused chains
 show as their channel counts, the pointwise updates of a stage as (1, F, H, W) maps, F the live
-filters: ``fusecli.models._derun_fast.live_filters``), and the share of convolutions, of pointwise
+filters: ``fusecli.models._derun_fast.inference_stages``), and the share of convolutions, of pointwise
 work on the filter maps and of the rest. Shares are
 what to compare: absolute times follow the machine's load. One torch thread: with more, the fast
 path runs its chains in worker threads of its own (``fusecli.models._tasks``), whose operators the
@@ -42,8 +42,7 @@ def main() -> None:
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
-    ops = [_derun_fast.prune_stage(_derun_fast.fuse_stage(s)) for s in model.stages]
-    live = _derun_fast.live_filters(ops, model.stages[0].filters).numel()
+    live = _derun_fast.inference_stages(list(model.stages))[1].numel()
     pointwise = sum(e.self_cpu_time_total for e in events if "convolution" not in e.key and e.input_shapes
                     and e.input_shapes[0][:2] == [1, live] and len(e.input_shapes[0]) == 4)
     print(f"derun, 640x480, 1 thread: {wall:.2f} s unprofiled; {live} live filters of {model.stages[0].filters}")

@@ -36,7 +36,7 @@ from torch import nn
 from . import _tasks
 
 __all__ = ["Conv", "FusedStage", "fuse_stage", "prune_chain", "prune_stage", "live_filters", "restrict_filters",
-           "run_chain", "channels_last", "circular_pad", "empty_channels_last", "TILE_ROWS"]
+           "inference_stages", "run_chain", "channels_last", "circular_pad", "empty_channels_last", "TILE_ROWS"]
 
 
 class Conv(NamedTuple):
@@ -195,6 +195,17 @@ def restrict_filters(ops: FusedStage, live: torch.Tensor, filters: int) -> Fused
 
     return prune_stage(FusedStage(rows(ops.t, both), rows(ops.t_l, live), rows(ops.t_k, live),
                                   columns(ops.tt, both), columns(ops.tt_l, live), ops.qa))
+
+
+def inference_stages(stages: list[nn.Module]) -> tuple[list[FusedStage], torch.Tensor]:
+    """The chains of every :class:`~fusecli.models.derun.Stage` for inference without autograd: fused,
+    pruned (:func:`prune_stage`; first, so that a transpose input read only by pruned channels counts
+    as silent), restricted to the live filters (:func:`live_filters`, :func:`restrict_filters`).
+    Returns (the stages' chains, the live filters' indices)."""
+    filters = stages[0].filters
+    ops = [prune_stage(fuse_stage(stage)) for stage in stages]
+    live = live_filters(ops, filters)
+    return [restrict_filters(o, live, filters) for o in ops], live
 
 
 def _t_output_sources(specific: int, shared: int) -> list[int]:

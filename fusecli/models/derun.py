@@ -707,20 +707,18 @@ class Stage(nn.Module):
         return State(y, e, f, h, g)
 
     @torch.no_grad()
-    def forward_inference(self, m: torch.Tensor, state: State, ops: _fast.FusedStage,
-                          live: torch.Tensor | None = None) -> State:
+    def forward_inference(self, m: torch.Tensor, state: State, ops: _fast.FusedStage, live: torch.Tensor) -> State:
         """:meth:`forward_fused` without autograd: the pointwise updates in place, in bands of rows
         side by side (:func:`~fusecli.models._tasks.run_bands`); the SPM step with its per-filter
         coefficients collected first. The same arithmetic (to float rounding).
 
         ``live``: the filters whose maps ``state`` holds and ``ops`` reads and writes
-        (:func:`~fusecli.models._derun_fast.restrict_filters`); all of them if None."""
+        (:func:`~fusecli.models._derun_fast.inference_stages`)."""
         run, bands = _fast.run_chain, _tasks.run_bands
-        height = m.shape[-2]
-        n = self.filters if live is None else live.numel()
+        height, n = m.shape[-2], live.numel()
 
         def own(p: torch.Tensor) -> torch.Tensor:  # (1, filters, 1, 1) -> the live filters'
-            return p if live is None else p[:, live]
+            return p[:, live]
 
         e0, f0, h0, g0 = state.e, state.f, state.h, state.g
         tm_k = run(m, ops.t_k)
@@ -812,9 +810,7 @@ class DeRUN(FusionModel):
             for stage in self.stages:
                 state = stage.forward_fused(m, state, _fast.fuse_stage(stage))
         else:  # CPU inference: one intra-op thread per task, bands of rows side by side
-            ops = [_fast.prune_stage(_fast.fuse_stage(stage)) for stage in self.stages]
-            live = _fast.live_filters(ops, self.stages[0].filters)
-            ops = [_fast.restrict_filters(o, live, self.stages[0].filters) for o in ops]
+            ops, live = _fast.inference_stages(list(self.stages))
             state = State(m, *(t[:, live] for t in state[1:]))
             with _tasks.task_threads():
                 for stage, o in zip(self.stages, ops):
