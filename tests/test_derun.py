@@ -219,6 +219,26 @@ def test_random_initialisation_stays_selectable():
         DeRUNConfig(specific_channels=0, shared_channels=1)
 
 
+def test_silent_filters_of_the_classical_start_get_no_gradient():
+    """From the classical start the filters other than the Sobel pair are silent, and a training step
+    leaves them so: their zero weights' gradients are exactly zero (why the shipped weights have 2 live
+    filters of 8, and what the fast inference path skips; docs/derun-training.md, "Silent filters")."""
+    from fusecli.train import RECIPES
+
+    model = create_model("derun", weights=None).train()
+    g = torch.Generator().manual_seed(0)
+    u, v = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)
+    RECIPES["derun"].loss(model, (u, v))[0].backward()
+    for stage in model.stages:
+        for fwd, back in ((stage.T.spec_l, stage.Tt.spec_l), (stage.T.spec_k, stage.Tt.spec_k),
+                          (stage.T.share, stage.Tt.share)):
+            silent = (fwd.conv2.flatten(1) == 0).all(1)  # T's zero output channels
+            assert torch.equal(fwd.conv2.grad[silent], torch.zeros_like(fwd.conv2[silent]))
+            assert torch.equal(back.conv1.grad[:, silent], torch.zeros_like(back.conv1[:, silent]))
+        assert int((stage.T.share.conv2.flatten(1) != 0).any(1).sum()) == 2  # the live pair
+        assert stage.T.share.conv2.grad.abs().sum() > 0  # the live filters do learn
+
+
 def test_admm_operators_are_sobel_and_adjoint():
     admm = DeRUNADMM().double()
     x = torch.rand(2, 1, 11, 14, dtype=torch.float64)

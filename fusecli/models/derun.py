@@ -608,10 +608,9 @@ class Stage(nn.Module):
         through (a centred impulse); the other hidden channels keep their random first layer and
         get zero second-layer weights. The filters other than the Sobel pair start silent, and stay
         so: their outputs are read by ``T^T`` with zero weights and their maps (E, F, H, G) are zero,
-        so the gradients of those zero weights are exactly zero (measured: ``T``'s specific second
-        layers and ``T^T``'s specific first layers get none), and training keeps them at zero (the
-        shipped weights: 2 live filters of 8 in every stage). Inference skips them
-        (:func:`~fusecli.models._derun_fast.live_filters`).
+        so the gradients of those zero weights are exactly zero (``tests/test_derun.py``), and
+        training keeps them at zero (the shipped weights: 2 live filters of 8 in every stage).
+        Inference skips them (:func:`~fusecli.models._derun_fast.inference_stages`).
         """
         sob = sobel_kernels(self.rho.dtype, self.rho.device)
         branches = [b for b in (self.T.spec_l, self.T.spec_k, self.T.share) if b is not None]
