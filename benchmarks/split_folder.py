@@ -1,0 +1,39 @@
+"""Make a dataset folder of one part of a dataset's fixed split: symlinks to its pairs, role folders kept.
+
+    python benchmarks/split_folder.py ../shared/datasets/roadscene runs/roadscene-heldout
+    python benchmarks/split_folder.py ../shared/datasets/harvard_mri_pet runs/pet-val --part val
+
+The split is :mod:`fusecli.train.splits`' (``--part test``, the default, is the held-out part that
+training never sees), so commands that take a dataset folder (``fusecli robustness``, ``batch``,
+``metrics``) run on exactly those pairs. OUT must not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fusecli.pairs import scan_pairs
+from fusecli.train.splits import PARTS, select_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--part", choices=PARTS, default="test")
+    args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out} exists; choose a new folder")
+    scan = scan_pairs(args.dataset)
+    pairs = select_pairs(args.dataset, scan.pairs, args.part, stem=lambda p: p.stem)
+    for role in scan.roles:
+        (args.out / role).mkdir(parents=True)
+    for pair in pairs:
+        for role, path in zip(scan.roles, pair.paths):
+            (args.out / role / path.name).symlink_to(path.resolve())
+    print(f"{len(pairs)} of {len(scan.pairs)} pairs ({args.part} part of {args.dataset.name}) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
