@@ -8,6 +8,13 @@ and read back, and scored with fusecli.metrics: the paper's eight metrics (SSIM,
 EN, UIQI, Q_P) that fusecli registers (the others are listed as missing), under the CDDFuse and the
 MATLAB conventions by default. The paper's DeRUN row is printed below; it comes from another TNO
 subset ("TNO (100 pairs)", after training on 90 other TNO pairs) and an unnamed toolbox.
+
+``--day-night`` also prints the tables of the night pairs and of the day pairs apart: night pairs are
+those that ``benchmarks/night_pairs.txt`` lists for a dataset of this folder's name (visible mean
+luminance < 80/255), or by stem alone for a folder of another name (e.g. one made by
+``split_folder.py``); the means are over each part's pairs.
+
+    python benchmarks/derun_tno.py --convention cddfuse --day-night --run derun --run derun-admm
 """
 
 from __future__ import annotations
@@ -15,11 +22,39 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import math
+from collections.abc import Sequence
+
 from derun_common import PAPER_ROWS, PAPER_SOURCE, available_metrics, fuse_and_score, table, write_json
 
 from fusecli.pairs import scan_pairs
 
 TNO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tno"
+NIGHT_FILE = Path(__file__).with_name("night_pairs.txt")
+
+
+def night_stems(dataset: Path) -> set[str]:
+    """The stems of ``dataset``'s night pairs (see the module docstring)."""
+    rows = [line.split() for line in NIGHT_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    own = {stem for name, stem, *_ in rows if name == dataset.name.lower()}
+    return own if any(name == dataset.name.lower() for name, *_ in rows) else {stem for _, stem, *_ in rows}
+
+
+def restricted(results: Sequence[dict], stems: set[str]) -> list[dict]:
+    """The runs' results with their means over ``stems`` only (NaN skipped)."""
+    out = []
+    for r in results:
+        mean = {}
+        for c, per_pair in r["per_pair"].items():
+            rows = [v for s, v in per_pair.items() if s in stems]
+            mean[c] = {m: _mean([v[m] for v in rows]) for m in (rows[0] if rows else {})}
+        out.append({**r, "mean": mean})
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
 
 
 def main() -> None:
@@ -32,6 +67,7 @@ def main() -> None:
                         help="metric convention(s) (default: cddfuse and matlab)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N pairs (quick check)")
     parser.add_argument("--out", type=Path, default=Path("runs/derun_tno"), help="fused images go here")
+    parser.add_argument("--day-night", action="store_true", help="also the night and the day pairs apart")
     parser.add_argument("--json", type=Path, default=None, help="result file (default: OUT/results.json)")
     args = parser.parse_args()
     runs = args.run or ["derun-admm", "auif"]
@@ -49,6 +85,13 @@ def main() -> None:
         print()
         print(table(f"{args.dataset.name}, {len(pairs)} pairs", results, c, metrics, PAPER_ROWS["tno"],
                     "paper (Table 1, DeRUN)"))
+    if args.day_night:
+        night = night_stems(args.dataset) & {p.stem for p in pairs}
+        for part, stems in (("night", night), ("day", {p.stem for p in pairs} - night)):
+            for c in conventions:
+                print()
+                print(table(f"{args.dataset.name}, the {len(stems)} {part} pairs", restricted(results, stems), c,
+                            metrics, None, ""))
     if missing:
         print(f"\nnot in fusecli.metrics (left out): {', '.join(missing)}")
     path = args.json or args.out / "results.json"
