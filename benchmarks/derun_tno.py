@@ -20,12 +20,10 @@ luminance < 80/255), or by stem alone for a folder of another name (e.g. one mad
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-import math
-from collections.abc import Sequence
-
-from derun_common import PAPER_ROWS, PAPER_SOURCE, available_metrics, fuse_and_score, table, write_json
+from derun_common import PAPER_ROWS, PAPER_SOURCE, _nanmean, available_metrics, fuse_and_score, table, write_json
 
 from fusecli.pairs import scan_pairs
 
@@ -47,14 +45,9 @@ def restricted(results: Sequence[dict], stems: set[str]) -> list[dict]:
         mean = {}
         for c, per_pair in r["per_pair"].items():
             rows = [v for s, v in per_pair.items() if s in stems]
-            mean[c] = {m: _mean([v[m] for v in rows]) for m in (rows[0] if rows else {})}
+            mean[c] = {m: _nanmean([v[m] for v in rows]) for m in (rows[0] if rows else {})}
         out.append({**r, "mean": mean})
     return out
-
-
-def _mean(values: list[float]) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(values) / len(values) if values else math.nan
 
 
 def main() -> None:

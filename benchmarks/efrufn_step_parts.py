@@ -4,7 +4,6 @@ the differentiable phantom step), the frozen teacher's forward, and the backward
     python benchmarks/efrufn_step_parts.py --threads 2
     python benchmarks/efrufn_step_parts.py --threads 1 --impl reference
     python benchmarks/efrufn_step_parts.py --threads 2 --floor
-
     python benchmarks/efrufn_step_parts.py --threads 2 --compile
 
 ``--floor``: one whole training step of ``bench_paths.py``'s ``efrufn train`` row (teacher, student,
@@ -18,8 +17,7 @@ they are a floor that no rewrite of the rest goes below.
 ``--compile``: one evaluation of the fixed-point map without autograd (the solver's unit of work,
 ten per step) on today's cell, on the fast cell, and on today's cell through ``torch.compile``
 (inductor, static shapes; the first call, which compiles, is timed apart: inductor's on-disk
-cache makes later runs compile faster), and the largest difference of the compiled
-map from today's.
+cache makes later runs compile faster), and the largest difference of the compiled map from today's.
 
 The model and batch of ``bench_paths.py``'s ``efrufn train`` row (the official IVF checkpoint when
 ../shared has it, batch 4 of 128x128 crops of the samples); the fast cell (``--impl fast``, the

@@ -26,7 +26,7 @@ def main() -> None:
     if args.out.exists():
         parser.error(f"{args.out} exists; choose a new folder")
     scan = scan_pairs(args.dataset)
-    pairs = select_pairs(args.dataset, scan.pairs, args.part, stem=lambda p: p.stem)
+    pairs = select_pairs(args.dataset, scan.pairs, args.part)
     for role in scan.roles:
         (args.out / role).mkdir(parents=True)
     for pair in pairs:
