@@ -24,18 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from derun_common import PAPER_ROWS, PAPER_SOURCE, _nanmean, available_metrics, fuse_and_score, table, write_json
+from ivf_default import night_pairs
 
 from fusecli.pairs import scan_pairs
 
 TNO = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tno"
-NIGHT_FILE = Path(__file__).with_name("night_pairs.txt")
 
 
 def night_stems(dataset: Path) -> set[str]:
     """The stems of ``dataset``'s night pairs (see the module docstring)."""
-    rows = [line.split() for line in NIGHT_FILE.read_text().splitlines() if line and not line.startswith("#")]
-    own = {stem for name, stem, *_ in rows if name == dataset.name.lower()}
-    return own if any(name == dataset.name.lower() for name, *_ in rows) else {stem for _, stem, *_ in rows}
+    rows = night_pairs()
+    own = {stem for name, stem in rows if name == dataset.name.lower()}
+    return own or {stem for _, stem in rows}
 
 
 def restricted(results: Sequence[dict], stems: set[str]) -> list[dict]:

@@ -32,7 +32,7 @@ import copy
 import time
 
 import torch
-from bench_paths import _frufn, training_batch
+from bench_paths import ENTRIES, _frufn, training_batch
 
 
 def best(fn, repeats: int) -> float:
@@ -52,7 +52,6 @@ CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten:
 
 def floor(repeats: int) -> None:
     """Print, per path, the profiled step and its convolution time (best of ``repeats``)."""
-    from bench_paths import ENTRIES
     from torch.profiler import ProfilerActivity, profile
 
     entry = ENTRIES["efrufn train"]

@@ -48,6 +48,12 @@ NIGHT_FILE = Path(__file__).with_name("night_pairs.txt")
 NIGHT_LIMIT = 80.0  # visible mean luminance (0..255) below which a pair is a night pair
 
 
+def night_pairs() -> list[tuple[str, str]]:
+    """(dataset, stem) of every pair in :data:`NIGHT_FILE`."""
+    rows = [line.split() for line in NIGHT_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    return [(row[0], row[1]) for row in rows]
+
+
 def gray_255(image: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) in [0, 1] -> (H, W) gray levels of its 8-bit version (CDDFuse's rule for colour)."""
     samples = quantize(image.detach().cpu(), 8).astype(np.float64)
@@ -77,7 +83,7 @@ def test_sets(data: Path) -> dict[str, list[tuple[str, list[Path], int]]]:
     """``{set: [(name, [ir, vis], lowlight level), ...]}``."""
     sets: dict[str, list[tuple[str, list[Path], int]]] = {}
     sets["tno42"] = [(p.stem, list(p.paths), 0) for p in scan_pairs(data / "tno").pairs]
-    night = [line.split() for line in NIGHT_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    night = night_pairs()
     by_set = {name: {p.stem: p for p in scan_pairs(data / name).pairs} for name in {n[0] for n in night}}
     sets["night"] = [(f"{d}/{s}", list(by_set[d][s].paths), 0) for d, s, *_ in night]
     held = select_pairs(data / "roadscene", scan_pairs(data / "roadscene").pairs, "test")
