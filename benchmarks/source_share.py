@@ -3,8 +3,7 @@
     python benchmarks/source_share.py FUSED_DIR [FUSED_DIR ...] --sources DATASET
 
 For every fused image (matched to its pair in ``DATASET`` by stem, as ``fusecli metrics`` does) and
-the luminance of its two sources A, B (``fusecli.io.read_image`` + ``fusecli.color.split_luma``, in
-[0, 1]):
+the luminance of its two sources A, B (``fusecli.train.data.load_luma``: BT.601 Y, in [0, 1]):
 
 * ``|F-A|``, ``|F-B|``: mean absolute difference, in 8-bit grey levels;
 * ``detail A``, ``detail B``: the least-squares coefficients of the fused image's detail on the two
@@ -25,17 +24,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusecli.color import split_luma
-from fusecli.io import list_images, read_image
+from fusecli.io import list_images
 from fusecli.pairs import scan_pairs
+from fusecli.train.data import load_luma
 
 
 def luma(path: Path) -> np.ndarray:
-    """(H, W) float64 luminance in [0, 1] of an image file."""
-    t = read_image(path)[0]
-    if t.shape[1] == 3:
-        t = split_luma(t)[0]
-    return t[0, 0].numpy().astype(np.float64)
+    """(H, W) float64 luminance in [0, 1] of an image file (the training code's reader)."""
+    return load_luma(path)[0].numpy().astype(np.float64)
 
 
 def detail(x: np.ndarray) -> np.ndarray:
