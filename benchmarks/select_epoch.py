@@ -10,7 +10,11 @@ started from (epoch 0: for DeRUN its classical solver, ``derun-admm``), fuses th
 (``--split val``: every 8th sorted stem of the train part, never trained on and never a test pair;
 :mod:`fusecli.train.splits`) and is scored with DeRUN's eight Table-1 metrics under the CDDFuse
 convention, per dataset. An epoch's *wins* are the (dataset, metric) means better than epoch 0's; the
-chosen epoch has the most wins (ties: the larger mean relative gain over epoch 0). ``--write``
+chosen epoch has the most wins (ties: the larger mean relative gain over epoch 0) among the epochs that
+keep both sources: on every dataset, the smaller of the two detail coefficients of
+``benchmarks/source_share.py`` (how much of each source's detail the fused image carries) is at least
+epoch 0's (``--detail-floor start``, the default) or a given number. Without that floor the rule chose
+weights that return the infrared image (the Table-1 metrics reward a copy of it). ``--write``
 then makes it the run's result: ``MODEL.safetensors`` becomes that epoch's weights and the card
 (``MODEL.yaml``, written by ``fusecli train``) gets the new sha256 and a ``selection`` record
 with the table. The run's model must have its default config (as ``fusecli train`` builds it; a
@@ -28,8 +32,10 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from derun_common import available_metrics, fuse_and_score
+from source_share import luma, share
 
 from fusecli.io import write_text_atomic
 from fusecli.metrics import get_metric
@@ -62,6 +68,26 @@ def score(spec: str, key: str, pairs_by_set: dict[str, list], run: Path, metrics
     return means
 
 
+def detail_shares(key: str, pairs_by_set: dict[str, list], run: Path) -> dict[str, list[float]]:
+    """Per dataset, the mean detail coefficients (source A, source B) of the fused validation images
+    that :func:`score` left under ``key`` (cached)."""
+    cache = run / "selection" / f"{key}.share.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    out = {}
+    for name, pairs in pairs_by_set.items():
+        folder = run / "selection" / "fused" / key / name
+        rows = [share(luma(folder / f"{p.stem}.png"), luma(p.paths[0]), luma(p.paths[1]))[2:] for p in pairs]
+        out[name] = [float(v) for v in np.mean(rows, axis=0)]
+    write_text_atomic(cache, json.dumps(out, indent=1))
+    return out
+
+
+def keeps_both(shares: dict[str, list[float]], floor: dict[str, float]) -> bool:
+    """True when, on every dataset, the smaller detail coefficient is at least the floor."""
+    return all(min(shares[name]) >= floor[name] for name in floor)
+
+
 def wins(means: dict, base: dict, metrics: list[str]) -> tuple[int, float]:
     """(number of (dataset, metric) means better than the base's, mean relative gain over the base;
     a gain is positive where the metric is better, as :mod:`fusecli.metrics` registers its direction)."""
@@ -84,6 +110,9 @@ def main() -> None:
     parser.add_argument("--model", default="derun")
     parser.add_argument("--every", type=int, default=1, help="score every N-th epoch (and the last)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation pairs per dataset")
+    parser.add_argument("--detail-floor", default="start",
+                        help="least detail coefficient of the weaker source an epoch must keep on every dataset: "
+                             "'start' (epoch 0's) or a number (0: no floor)")
     parser.add_argument("--write", action="store_true", help="make the chosen epoch the run's weights and card")
     args = parser.parse_args()
     metrics, _ = available_metrics()
@@ -98,22 +127,29 @@ def main() -> None:
     print(f"validation pairs: {', '.join(f'{k} {len(v)}' for k, v in pairs_by_set.items())}", flush=True)
 
     base = score(f"{args.model}:weights=none,label=epoch 0", "epoch-000", pairs_by_set, args.run, metrics)
-    rows = [(0, base, (0, 0.0))]
+    base_shares = detail_shares("epoch-000", pairs_by_set, args.run)
+    floor = ({n: min(s) for n, s in base_shares.items()} if args.detail_floor == "start"
+             else dict.fromkeys(base_shares, float(args.detail_floor)))
+    rows = [(0, base, (0, 0.0), base_shares)]
     for epoch, path in snapshots(args.run, args.every):
         key = f"epoch-{epoch:03d}-{sha256_file(path)[:12]}"
         print(f"epoch {epoch}", flush=True)
         means = score(f"{args.model}:checkpoint={path},label=epoch {epoch}", key, pairs_by_set, args.run, metrics)
-        rows.append((epoch, means, wins(means, base, metrics)))
+        rows.append((epoch, means, wins(means, base, metrics), detail_shares(key, pairs_by_set, args.run)))
 
     total = len(base) * len(metrics)
     print(f"\n| epoch | wins of {total} | mean gain | " + " | ".join(
-        f"{n} {m}" for n in base for m in metrics) + " |")
-    for epoch, means, (w, g) in rows:
+        f"{n} {m}" for n in base for m in metrics + ["detail A", "detail B"]) + " |")
+    for epoch, means, (w, g), shares in rows:
         print(f"| {epoch} | {w} | {g:+.3f} | " + " | ".join(
-            f"{means[n][m]:.3f}" for n in base for m in metrics) + " |")
-    best = max(rows[1:], key=lambda r: r[2])
-    epoch, means, (w, g) = best
-    print(f"\nchosen: epoch {epoch} ({w} of {total} wins over epoch 0, mean gain {g:+.3f})")
+            " | ".join([f"{means[n][m]:.3f}" for m in metrics] + [f"{v:.2f}" for v in shares[n]]) for n in base) + " |")
+    eligible = [r for r in rows[1:] if keeps_both(r[3], floor)]
+    floor_text = ", ".join(f"{n} {v:.2f}" for n, v in floor.items())
+    if not eligible:
+        sys.exit(f"no epoch keeps the weaker source's detail coefficient at the floor ({floor_text}); nothing chosen")
+    epoch, means, (w, g), shares = max(eligible, key=lambda r: r[2])
+    print(f"\nchosen: epoch {epoch} ({w} of {total} wins over epoch 0, mean gain {g:+.3f}; "
+          f"detail floor {floor_text})")
     if not args.write:
         return
     card_path = args.run / f"{args.model}.yaml"
@@ -127,12 +163,15 @@ def main() -> None:
         "epoch": epoch, "epochs_run": rows[-1][0],
         "rule": f"most (dataset, metric) wins over epoch 0 (the untrained start) on the validation part "
                 f"(every {VALIDATION_EVERY}th sorted stem of the train part), DeRUN's eight Table-1 metrics, "
-                "cddfuse convention; ties: larger mean relative gain",
+                "cddfuse convention; ties: larger mean relative gain; only epochs whose weaker source's detail "
+                "coefficient (benchmarks/source_share.py) is at least the floor on every dataset",
+        "detail_floor": {n: round(v, 3) for n, v in floor.items()},
+        "detail_coefficients": {n: [round(v, 3) for v in shares[n]] for n in shares},
         "command": "python benchmarks/select_epoch.py " + " ".join(sys.argv[1:]),
         "validation_pairs": {k: len(v) for k, v in pairs_by_set.items()},
         "wins": w, "of": total, "mean_gain": round(g, 4),
         "table": {f"epoch {e}": {n: {m: round(v, 4) for m, v in ms[n].items()} for n in ms}
-                  for e, ms, _ in rows},
+                  for e, ms, _, _ in rows},
     }
     write_card(card_path, card)
     print(f"wrote {weights} (epoch {epoch}) and {card_path}")

@@ -327,6 +327,35 @@ def test_bad_inputs_and_configs_are_refused():
         DeRUNADMMConfig(rho=0)
 
 
+def _detail_coefficients(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """benchmarks/source_share.py's coefficients of the fused detail on the two sources' details."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "source_share.py"
+    spec = importlib.util.spec_from_file_location("source_share", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    arrays = [t[0, 0].double().numpy() for t in (fused, a, b)]
+    return module.share(*arrays)[2:]
+
+
+def test_shipped_ir_vis_weights_fuse_instead_of_copying_the_infrared_image():
+    """derun.roadscene keeps at least (nine tenths of) the classical solver's share of the visible
+    detail on the sample pair: the weights shipped until 2026-12-04 returned the infrared image
+    (visible detail coefficient 0.01 here, derun-admm 0.09)."""
+    from fusecli.train.data import load_luma
+
+    u, v = load_luma(SAMPLES / "ir.png")[None], load_luma(SAMPLES / "vis.png")[None]
+    with torch.no_grad():
+        start = create_model("derun", weights=None)(u, v).clamp(0, 1)
+        trained = create_model("derun")(u, v).clamp(0, 1)
+    ir0, vis0 = _detail_coefficients(start, u, v)
+    ir1, vis1 = _detail_coefficients(trained, u, v)
+    assert vis0 > 0.05 and vis1 >= 0.9 * vis0
+    assert ir1 >= 0.5  # and it is still a fusion with the infrared image's detail
+
+
 def test_registry_weights_and_checkpoint_roundtrip(tmp_path):
     # shipped weights: infrared-visible by default, medical by name; both checked against their sha256
     assert create_model("derun").weights_info.startswith("derun.roadscene (sha256 ")
