@@ -115,6 +115,11 @@ def main() -> None:
                              "'start' (epoch 0's) or a number (0: no floor)")
     parser.add_argument("--write", action="store_true", help="make the chosen epoch the run's weights and card")
     args = parser.parse_args()
+    if args.detail_floor != "start":
+        try:
+            float(args.detail_floor)
+        except ValueError:
+            parser.error(f"--detail-floor must be 'start' or a number, got {args.detail_floor!r}")
     metrics, _ = available_metrics()
     last = args.run / "last.pt"
     if last.is_file() and load_checkpoint(last).get("config", {}).get("model_config"):
