@@ -356,6 +356,24 @@ def test_shipped_ir_vis_weights_fuse_instead_of_copying_the_infrared_image():
     assert ir1 >= 0.5  # and it is still a fusion with the infrared image's detail
 
 
+def test_shipped_medical_weights_keep_the_pet_detail(shared_dir):
+    """derun.harvard on the first three held-out MRI-PET pairs keeps a fifth or more of the PET detail
+    (0.24-0.30 here; derun-admm 0.90 with 0.07 of the MRI's): the weights shipped until 2026-12-04
+    returned the MRI's luminance (PET detail 0.08-0.09 on these pairs)."""
+    from fusecli.pairs import scan_pairs
+    from fusecli.train.data import load_luma
+    from fusecli.train.splits import select_pairs
+
+    data = shared_dir / "datasets" / "harvard_mri_pet"
+    model = create_model("derun", weights="derun.harvard")
+    for pair in select_pairs(data, scan_pairs(data).pairs, "test")[:3]:
+        pet, mri = load_luma(pair.paths[0])[None], load_luma(pair.paths[1])[None]
+        with torch.no_grad():
+            fused = model(pet, mri).clamp(0, 1)
+        pet_share, mri_share = _detail_coefficients(fused, pet, mri)
+        assert pet_share >= 0.2 and mri_share >= 0.5, (pair.stem, pet_share, mri_share)
+
+
 def test_registry_weights_and_checkpoint_roundtrip(tmp_path):
     # shipped weights: infrared-visible by default, medical by name; both checked against their sha256
     assert create_model("derun").weights_info.startswith("derun.roadscene (sha256 ")
