@@ -88,6 +88,16 @@ def keeps_both(shares: dict[str, list[float]], floor: dict[str, float]) -> bool:
     return all(min(shares[name]) >= floor[name] for name in floor)
 
 
+def floor_arg(text: str) -> str | float:
+    """``--detail-floor``: ``"start"`` or a number."""
+    if text == "start":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'start' or a number, got {text!r}") from None
+
+
 def wins(means: dict, base: dict, metrics: list[str]) -> tuple[int, float]:
     """(number of (dataset, metric) means better than the base's, mean relative gain over the base;
     a gain is positive where the metric is better, as :mod:`fusecli.metrics` registers its direction)."""
@@ -110,16 +120,11 @@ def main() -> None:
     parser.add_argument("--model", default="derun")
     parser.add_argument("--every", type=int, default=1, help="score every N-th epoch (and the last)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation pairs per dataset")
-    parser.add_argument("--detail-floor", default="start",
+    parser.add_argument("--detail-floor", type=floor_arg, default="start",
                         help="least detail coefficient of the weaker source an epoch must keep on every dataset: "
                              "'start' (epoch 0's) or a number (0: no floor)")
     parser.add_argument("--write", action="store_true", help="make the chosen epoch the run's weights and card")
     args = parser.parse_args()
-    if args.detail_floor != "start":
-        try:
-            float(args.detail_floor)
-        except ValueError:
-            parser.error(f"--detail-floor must be 'start' or a number, got {args.detail_floor!r}")
     metrics, _ = available_metrics()
     last = args.run / "last.pt"
     if last.is_file() and load_checkpoint(last).get("config", {}).get("model_config"):
@@ -134,7 +139,7 @@ def main() -> None:
     base = score(f"{args.model}:weights=none,label=epoch 0", "epoch-000", pairs_by_set, args.run, metrics)
     base_shares = detail_shares("epoch-000", pairs_by_set, args.run)
     floor = ({n: min(s) for n, s in base_shares.items()} if args.detail_floor == "start"
-             else dict.fromkeys(base_shares, float(args.detail_floor)))
+             else dict.fromkeys(base_shares, args.detail_floor))
     rows = [(0, base, (0, 0.0), base_shares)]
     for epoch, path in snapshots(args.run, args.every):
         key = f"epoch-{epoch:03d}-{sha256_file(path)[:12]}"

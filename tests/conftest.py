@@ -12,7 +12,10 @@ machine, registered in pyproject.toml); the whole suite: ``pytest``."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import pytest
@@ -26,6 +29,15 @@ TNO = SHARED / "datasets" / "tno"
 CAVE_BALLOONS = SHARED / "datasets" / "cave" / "balloons_ms"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/NAME.py`` as a module (imported once; the scripts import their
+    neighbours by name, as they do when run from the command line)."""
+    bench = str(REPO / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")

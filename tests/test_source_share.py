@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "source_share.py"
-_spec = importlib.util.spec_from_file_location("source_share", _PATH)
-source_share = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(source_share)
+from .conftest import load_benchmark
+
+source_share = load_benchmark("source_share")
 
 
 @pytest.fixture()
@@ -34,17 +30,6 @@ def test_the_average_takes_half_of_each(sources):
     assert c_a == pytest.approx(0.5, abs=1e-9) and c_b == pytest.approx(0.5, abs=1e-9)
 
 
-def _load_select_epoch():
-    import sys
-    bench = str(_PATH.parent)
-    if bench not in sys.path:  # select_epoch imports its neighbours (derun_common, source_share)
-        sys.path.insert(0, bench)
-    spec = importlib.util.spec_from_file_location("select_epoch", _PATH.parent / "select_epoch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_epoch_selection_refuses_a_copy_of_one_source(sources, tmp_path):
     """select_epoch.py's floor: an epoch whose fused images are the infrared image is not eligible,
     one that carries more of the weaker source than the start is."""
@@ -52,7 +37,7 @@ def test_epoch_selection_refuses_a_copy_of_one_source(sources, tmp_path):
 
     from fusecli.pairs import Pair
 
-    select_epoch = _load_select_epoch()
+    select_epoch = load_benchmark("select_epoch")
     a, b = sources
     paths = []
     for name, img in (("ir", a), ("vis", b)):
