@@ -96,6 +96,8 @@ def main() -> None:
             data, source = _subset(ROADSCENE, tmp / "data", args.pairs), "roadscene"
         pairs = scan_pairs(data).pairs
         fuse_files(model, pairs[0].paths, tmp / "warmup.png")  # first-call set-up out of the timings
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
 
         loop_times, batch_times, busy, identical = [], [], [], True
         for _ in range(args.rounds):  # alternate, so a busy spell of the machine hits both
@@ -147,6 +149,7 @@ def main() -> None:
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "identical_to_fuse": identical,
         "rerun_skip_s": round(skip_s, 2),
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
         "cli_fuse_pairs_per_s": None if cli_rate is None else round(cli_rate, 3),
         "command": " ".join(["python", "benchmarks/bench_batch.py", *sys.argv[1:]]),
     }

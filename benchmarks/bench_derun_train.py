@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = tuple(args.data) or ("../shared/datasets/roadscene",)
@@ -33,11 +34,11 @@ def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         train(TrainConfig(model="derun", data=data, out=out, epochs=1, steps_per_epoch=args.steps,
-                          batch_size=args.batch_size, crop=args.crop, seed=0),
+                          batch_size=args.batch_size, crop=args.crop, seed=0, device=args.device),
               progress=lambda *_: stamps.append((time.perf_counter(), time.process_time())))
     wall = [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]
     cpu = [b[1] - a[1] for a, b in zip(stamps, stamps[1:])]
-    print(f"derun, batch {args.batch_size}, crop {args.crop}, {args.threads} thread(s), data {', '.join(data)}")
+    print(f"derun, batch {args.batch_size}, crop {args.crop}, {args.threads} thread(s), device {args.device}, data {', '.join(data)}")
     print(f"setup + first step: {stamps[0][0] - t0:.1f} s")
     print(f"steps 2..{args.steps}: wall {statistics.mean(wall):.2f} s/step (min {min(wall):.2f}), "
           f"CPU {statistics.mean(cpu):.2f} s/step (min {min(cpu):.2f})")

@@ -30,7 +30,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def speed(model_name: str, operator: str, device: str, size: tuple[int, int], repeat: int, warmup: int,
-          tile: int) -> float:
+          tile: int) -> tuple[float, float | None]:
+    """Pairs/s over ``repeat`` runs, and on CUDA the peak memory allocated by torch (MiB) during them."""
     dev = resolve_device(device)
     model = create_model(model_name, weights=None, device=dev, operator=operator)
     w, h = size
@@ -40,12 +41,14 @@ def speed(model_name: str, operator: str, device: str, size: tuple[int, int], re
         fuse_tensors(model, [ir, vis], tile=tile)
     if dev.type == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(dev)
     start = time.perf_counter()
     for _ in range(repeat):
         fuse_tensors(model, [ir, vis], tile=tile)
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return repeat / (time.perf_counter() - start)
+    pps = repeat / (time.perf_counter() - start)
+    return pps, torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
 
 
 def memory_child(model_name: str, size: tuple[int, int], tile: int) -> None:
@@ -86,8 +89,9 @@ def main() -> None:
         return
     for operator in args.operators.split(","):
         repeat = args.repeat if operator == "composed" else max(1, args.repeat // 5)
-        pps = speed(args.model, operator, args.device, args.size, repeat, min(args.warmup, repeat), args.tile)
-        print(f"{args.model} operator={operator} {args.size[0]}x{args.size[1]}: {pps:.2f} pairs/s")
+        pps, peak = speed(args.model, operator, args.device, args.size, repeat, min(args.warmup, repeat), args.tile)
+        memory = "" if peak is None else f", peak CUDA memory {peak:.0f} MiB"
+        print(f"{args.model} operator={operator} {args.size[0]}x{args.size[1]}: {pps:.2f} pairs/s{memory}")
 
 
 if __name__ == "__main__":

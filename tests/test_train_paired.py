@@ -22,7 +22,7 @@ from fusecli.train.data import PairedCrops, collect_pairs, load_pair
 from fusecli.train.recipes import DERUN_DEGRADE_KINDS, degrade_inputs
 from fusecli.train.splits import harvard_split, select_pairs, split_stems, validation_split
 
-from .conftest import SHARED
+from .conftest import SHARED, load_benchmark
 
 TINY = {"stages": 1, "margin": 2}  # one unrolled stage: the loop and the loss are what is tested here
 
@@ -153,6 +153,20 @@ def test_validation_part_is_every_eighth_train_stem_and_fit_is_the_rest(tmp_path
     with pytest.raises(ConfigError, match="no fixed train/held-out split"):
         select_pairs(tmp_path / "llvip", items, "val")
 
+
+
+def test_a_copied_fit_part_trains_on_the_same_pairs_with_split_all(tmp_path, monkeypatch):
+    """benchmarks/split_folder.py --copy: a folder to carry to another machine (a GPU run) holds the
+    fit part's files themselves, and --split all on it selects exactly the pairs --split fit does."""
+    data = _write_medical(tmp_path / "harvard_mri_pet", [f"{25000 + i}" for i in range(40)])
+    out = tmp_path / "carry" / "harvard_mri_pet_fit"
+    monkeypatch.setattr("sys.argv", ["split_folder.py", str(data), str(out), "--part", "fit", "--copy"])
+    load_benchmark("split_folder").main()
+    copied = sorted((out / "pet").iterdir())
+    assert copied and not any(p.is_symlink() for p in copied)
+    assert (out / "pet" / copied[0].name).read_bytes() == (data / "pet" / copied[0].name).read_bytes()
+    fit = [p.stem for p in collect_pairs([data], split="fit")[0].pairs]
+    assert [p.stem for p in collect_pairs([out], split="all")[0].pairs] == fit and len(fit) == 28
 
 # --- the recipe ----------------------------------------------------------------------------------
 
