@@ -8,7 +8,32 @@
 # then, on the GPU machine, from the repository root (OUT gets the logs and one .tgz per training):
 #   bash benchmarks/device_run.sh OUT .gpudata            # benchmarks only (about 90 s)
 #   bash benchmarks/device_run.sh OUT .gpudata 500        # then trainings until 500 s after the start
+# The metrics and multi-GPU batch figures need all 42 TNO pairs (20 MB), which do not fit beside the
+# training data in one call (64 MiB travel), so they are a second call:
+#   bash benchmarks/device_run.sh --prepare-metrics .gpumetrics        # here
+#   bash benchmarks/device_run.sh --metrics OUT .gpumetrics            # there (about 2 min)
 set -u
+case "${1:-}" in
+  --prepare-metrics)
+    mkdir -p "${2:?folder}/shared/datasets" && cp -r ../shared/datasets/tno "$2/shared/datasets/"
+    exit ;;
+  --metrics)
+    OUT=${2:?OUT}; DATA=${3:?data folder}
+    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+    [ -e ../shared ] || ln -s "$PWD/$DATA/shared" ../shared
+    T0=$(date +%s); stamp() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
+    stamp bench_metrics
+    timeout 100 python3 benchmarks/bench_metrics.py --device cuda --threads 4 --slow 3
+    stamp "batch --devices 0"
+    timeout 40 python3 -m fusecli batch ../shared/datasets/tno -o /tmp/tno-fused --devices 0 --batch-size 8 2>&1 | tail -2
+    for d in cuda cpu; do  # the stamps give each run's wall time
+      stamp "metrics -d $d"
+      timeout 45 python3 -m fusecli metrics /tmp/tno-fused --sources ../shared/datasets/tno -d $d -C cddfuse \
+        --json "$OUT/metrics_$d.json" 2>&1 | tail -3
+    done
+    stamp done
+    exit ;;
+esac
 if [ "${1:-}" = "--prepare" ]; then
   DATA=${2:?folder}; S=../shared/datasets
   mkdir -p "$DATA/shared/datasets/tno/ir" "$DATA/shared/datasets/tno/vis"
