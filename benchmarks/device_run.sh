@@ -45,6 +45,7 @@ if [ "${1:-}" = "--prepare" ]; then
   exit
 fi
 OUT=${1:?OUT}; DATA=${2:?data folder}; END_S=${3:-0}
+DEV=${DEVICE:-cuda}   # DEVICE=cpu: a dry run of this script on a machine without a GPU (fp16 then fails)
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 [ -e ../shared ] || ln -s "$PWD/$DATA/shared" ../shared   # bench_precision.py reads TNO pair 10 there
 D=$DATA/shared/datasets
@@ -53,15 +54,15 @@ T0=$(date +%s); stamp() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$OUT/env.txt" 2>&1
 {
 stamp bench_fuse
-timeout 45 python3 benchmarks/bench_fuse.py --device cuda --repeat 30 --operators composed
-timeout 30 python3 benchmarks/bench_fuse.py --device cuda --repeat 3 --size 4000x3000 --operators composed
+timeout 45 python3 benchmarks/bench_fuse.py --device $DEV --repeat 30 --operators composed
+timeout 30 python3 benchmarks/bench_fuse.py --device $DEV --repeat 3 --size 4000x3000 --operators composed
 stamp bench_precision
-timeout 90 python3 benchmarks/bench_precision.py --device cuda --precision fp16 --threads 4 --repeats 5 \
+timeout 90 python3 benchmarks/bench_precision.py --device $DEV --precision fp16 --threads 4 --repeats 5 \
   --models auif,auif-fusion,laplacian,derun,derun-admm,cscfuse-ivf,cscfuse-mef
 stamp bench_batch
-timeout 45 python3 benchmarks/bench_batch.py --device cuda --synthetic 640x480 --pairs 200 --batch-size 8 --rounds 2
+timeout 45 python3 benchmarks/bench_batch.py --device $DEV --synthetic 640x480 --pairs 200 --batch-size 8 --rounds 2
 stamp bench_derun_train
-timeout 45 python3 benchmarks/bench_derun_train.py --device cuda --steps 20 --data $D/roadscene_fit
+timeout 45 python3 benchmarks/bench_derun_train.py --device $DEV --steps 20 --data $D/roadscene_fit
 } > "$OUT/bench.txt" 2>&1
 cat "$OUT/bench.txt"
 TRAIN_S=$(( END_S - ($(date +%s) - T0) ))
@@ -69,7 +70,7 @@ if [ "$END_S" -gt 0 ] && [ "$TRAIN_S" -gt 0 ]; then
   stamp "four eq. 14 trainings side by side for $TRAIN_S s"
   # the paper's recipe (lr 1e-4, batch 4, 150 epochs), 128x128 crops, on the fit parts (copied, so --split all);
   # -live: from the classical start with every filter awake (benchmarks/derun_live_init.py's init file)
-  common="--epochs 150 --crop 128 --batch-size 4 --lr 1e-4 --snapshots --split all --device cuda"
+  common="--epochs 150 --crop 128 --batch-size 4 --lr 1e-4 --snapshots --split all --device $DEV"
   RS="--data $D/roadscene_fit"; HV="--data $D/harvard_mri_pet_fit --data $D/harvard_mri_spect_fit"
   export OMP_NUM_THREADS=3
   for run in "rs-eq14|$RS" "rs-eq14-live|$RS --init $DATA/live-init.safetensors" \
@@ -77,8 +78,8 @@ if [ "$END_S" -gt 0 ] && [ "$TRAIN_S" -gt 0 ]; then
     name=${run%%|*}
     timeout $TRAIN_S python3 -m fusecli train derun ${run#*|} -o /tmp/$name $common > /tmp/$name.log 2>&1 &
   done
-  (timeout 240 python3 benchmarks/cuda_agreement.py
-   python3 -m fusecli fuse samples/ir.png samples/vis_color.png -o /tmp/fused-cli.png -d cuda && echo "CLI fuse -d cuda: OK") \
+  (timeout 240 python3 benchmarks/cuda_agreement.py --device $DEV
+   python3 -m fusecli fuse samples/ir.png samples/vis_color.png -o /tmp/fused-cli.png -d $DEV && echo "CLI fuse -d $DEV: OK") \
     > "$OUT/cuda_agreement.txt" 2>&1 &
   sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv >> "$OUT/env.txt" 2>&1
   wait
@@ -88,6 +89,6 @@ if [ "$END_S" -gt 0 ] && [ "$TRAIN_S" -gt 0 ]; then
        $(ls epoch-*.safetensors | awk 'NR % 2 == 0 || NR <= 4') $(ls epoch-*.safetensors | tail -1))
   done
 else
-  timeout 240 python3 benchmarks/cuda_agreement.py > "$OUT/cuda_agreement.txt" 2>&1
+  timeout 240 python3 benchmarks/cuda_agreement.py --device $DEV > "$OUT/cuda_agreement.txt" 2>&1
 fi
 stamp done
