@@ -4,16 +4,18 @@
     python benchmarks/cuda_agreement.py --device cuda:1 --pair A.png B.png
 
 Prints, per model, the max and mean absolute difference of the two 8-bit results (grey levels) and
-the share of identical samples, and the seconds of each first call (model set-up on the device
+the share of identical samples (each fusion is ``bench_precision.py``'s ``timed`` in fp32), and the seconds of each first call (model set-up on the device
 included, so not a speed figure: see bench_fuse.py / bench_precision.py for those).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
-from fusecli import create_model, fuse_images
+import torch
+from bench_precision import timed
+
+from fusecli import create_model
 from fusecli.io import read_image
 
 MODELS = "auif,auif-fusion,cscfuse-ivf,derun,derun-admm,laplacian,average,max,efrufn,frufn"
@@ -27,16 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     images = [read_image(p)[0] for p in args.pair]
     for name in args.models.split(","):
-        results = []
-        for device in ("cpu", args.device):
-            model = create_model(name, device=device)
-            start = time.perf_counter()
-            out = fuse_images(model, images)
-            results.append(((out.float().cpu() * 255).round(), time.perf_counter() - start))
-        diff = (results[0][0] - results[1][0]).abs()
-        print(f"{name}: {tuple(results[1][0].shape)}, max diff {int(diff.max())}, mean {float(diff.mean()):.4f}, "
-              f"identical {100 * float((diff == 0).float().mean()):.2f} %; first call cpu {results[0][1]:.2f} s, "
-              f"{args.device} {results[1][1]:.2f} s", flush=True)
+        (cpu_s, cpu_out), (dev_s, dev_out) = (timed(create_model(name, device=d), images, "fp32", torch.device(d))
+                                              for d in ("cpu", args.device))
+        diff = (cpu_out - dev_out).abs()
+        print(f"{name}: {tuple(dev_out.shape)}, max diff {int(diff.max())}, mean {float(diff.mean()):.4f}, "
+              f"identical {100 * float((diff == 0).float().mean()):.2f} %; first call cpu {cpu_s:.2f} s, "
+              f"{args.device} {dev_s:.2f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,19 @@
 #   bash benchmarks/device_run.sh --prepare-metrics .gpumetrics        # here
 #   bash benchmarks/device_run.sh --metrics OUT .gpumetrics            # there (about 2 min)
 set -u
+on_device() {  # the copied data as ../shared (bench_precision.py and bench_metrics.py read TNO there), a clock
+  export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+  [ -e ../shared ] || ln -s "$PWD/$DATA/shared" ../shared
+  T0=$(date +%s)
+}
+stamp() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
 case "${1:-}" in
   --prepare-metrics)
     mkdir -p "${2:?folder}/shared/datasets" && cp -r ../shared/datasets/tno "$2/shared/datasets/"
     exit ;;
   --metrics)
     OUT=${2:?OUT}; DATA=${3:?data folder}
-    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    [ -e ../shared ] || ln -s "$PWD/$DATA/shared" ../shared
-    T0=$(date +%s); stamp() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
+    on_device
     stamp bench_metrics
     timeout 100 python3 benchmarks/bench_metrics.py --device cuda --threads 4 --slow 3
     stamp "batch --devices 0"
@@ -33,23 +37,20 @@ case "${1:-}" in
     done
     stamp done
     exit ;;
+  --prepare)
+    DATA=${2:?folder}; S=../shared/datasets
+    mkdir -p "$DATA/shared/datasets/tno/ir" "$DATA/shared/datasets/tno/vis"
+    cp $S/tno/ir/10.png "$DATA/shared/datasets/tno/ir/"; cp $S/tno/vis/10.png "$DATA/shared/datasets/tno/vis/"
+    for d in roadscene harvard_mri_pet harvard_mri_spect; do
+      python benchmarks/split_folder.py $S/$d "$DATA/shared/datasets/${d}_fit" --part fit --copy
+    done
+    python benchmarks/derun_live_init.py "$DATA/live-init.safetensors"
+    exit ;;
 esac
-if [ "${1:-}" = "--prepare" ]; then
-  DATA=${2:?folder}; S=../shared/datasets
-  mkdir -p "$DATA/shared/datasets/tno/ir" "$DATA/shared/datasets/tno/vis"
-  cp $S/tno/ir/10.png "$DATA/shared/datasets/tno/ir/"; cp $S/tno/vis/10.png "$DATA/shared/datasets/tno/vis/"
-  for d in roadscene harvard_mri_pet harvard_mri_spect; do
-    python benchmarks/split_folder.py $S/$d "$DATA/shared/datasets/${d}_fit" --part fit --copy
-  done
-  python benchmarks/derun_live_init.py "$DATA/live-init.safetensors"
-  exit
-fi
 OUT=${1:?OUT}; DATA=${2:?data folder}; END_S=${3:-0}
 DEV=${DEVICE:-cuda}   # DEVICE=cpu: a dry run of this script on a machine without a GPU (fp16 then fails)
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-[ -e ../shared ] || ln -s "$PWD/$DATA/shared" ../shared   # bench_precision.py reads TNO pair 10 there
+on_device
 D=$DATA/shared/datasets
-T0=$(date +%s); stamp() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$OUT/env.txt" 2>&1
 {
