@@ -154,7 +154,6 @@ def test_validation_part_is_every_eighth_train_stem_and_fit_is_the_rest(tmp_path
         select_pairs(tmp_path / "llvip", items, "val")
 
 
-
 def test_a_copied_fit_part_trains_on_the_same_pairs_with_split_all(tmp_path, monkeypatch):
     """benchmarks/split_folder.py --copy: a folder to carry to another machine (a GPU run) holds the
     fit part's files themselves, and --split all on it selects exactly the pairs --split fit does."""
@@ -167,6 +166,7 @@ def test_a_copied_fit_part_trains_on_the_same_pairs_with_split_all(tmp_path, mon
     assert (out / "pet" / copied[0].name).read_bytes() == (data / "pet" / copied[0].name).read_bytes()
     fit = [p.stem for p in collect_pairs([data], split="fit")[0].pairs]
     assert [p.stem for p in collect_pairs([out], split="all")[0].pairs] == fit and len(fit) == 28
+
 
 # --- the recipe ----------------------------------------------------------------------------------
 
